@@ -1,0 +1,32 @@
+# The two commands the README promises: `make run` and `make test`.
+# Both work on a fresh Debian machine that has only the Rust toolchain: `setup` installs the
+# system packages the RocksDB bindings need (libclang for bindgen, a C++ compiler) when missing.
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: run test setup fmt lint unit
+
+run: setup
+	$(CARGO) run --locked --bin linkreg -- --help
+
+test: setup fmt lint unit
+
+setup:
+	@missing=""; \
+	ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so' || missing="$$missing libclang-dev"; \
+	command -v c++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing$$missing (needed to build the RocksDB bindings)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --all-targets

@@ -1,0 +1,28 @@
+//! Command-line interface. `anyhow` lives here and in `main`, never in the library.
+
+mod ssin;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// linkreg: a replicated register of links between Belgian SSINs and foreign identification keys.
+#[derive(Debug, Parser)]
+#[command(name = "linkreg", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with SSINs (INSZ/NISS numbers).
+    #[command(subcommand)]
+    Ssin(ssin::SsinCommand),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Ssin(command) => ssin::run(command),
+    }
+}

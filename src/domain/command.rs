@@ -1,0 +1,108 @@
+//! Register commands as they are replicated: the raw inputs of a request, who sent it and when.
+//!
+//! Inputs stay raw text until the rules run so that validation happens in one place
+//! ([`super::rules::decide`]) and names each field the way the request spelled it. The caller and
+//! the timestamp are fixed by the accepting node before replication, so every node applying the
+//! command later reaches the same verdict without reading a clock.
+
+use serde::{Deserialize, Serialize};
+
+use super::caller::{Caller, Role, Timestamp};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub caller: Caller,
+    pub at: Timestamp,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    CreateLink(CreateLink),
+    UpdateLinkValidity(UpdateLinkValidity),
+    DeleteLink(DeleteLink),
+    AddKeyType(AddKeyType),
+    SetKeyTypeActive(SetKeyTypeActive),
+    SetFormatRule(SetFormatRule),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateLink {
+    pub ssin: String,
+    pub country: String,
+    pub key_type: String,
+    pub value: String,
+    pub valid_from: Option<String>,
+    pub valid_to: Option<String>,
+}
+
+/// Replaces the validity period (both ends; an absent end is open). Nothing else of a link can
+/// change: another SSIN or foreign key is another link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateLinkValidity {
+    pub id: u64,
+    pub valid_from: Option<String>,
+    pub valid_to: Option<String>,
+    /// Optimistic concurrency: refuse the update unless the link is still at this version.
+    pub expected_version: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteLink {
+    pub id: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddKeyType {
+    pub code: String,
+    pub label_nl: String,
+    pub label_fr: String,
+    pub label_de: String,
+    pub label_en: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetKeyTypeActive {
+    pub code: String,
+    pub active: bool,
+}
+
+/// Sets the format of one (country, key type); `rule: None` removes it, so the default applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetFormatRule {
+    pub country: String,
+    pub key_type: String,
+    pub rule: Option<FormatRuleInput>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormatRuleInput {
+    pub min_length: u16,
+    pub max_length: u16,
+    pub pattern: Option<String>,
+}
+
+impl Action {
+    pub fn required_role(&self) -> Role {
+        match self {
+            Action::CreateLink(_) | Action::UpdateLinkValidity(_) => Role::Writer,
+            Action::DeleteLink(_)
+            | Action::AddKeyType(_)
+            | Action::SetKeyTypeActive(_)
+            | Action::SetFormatRule(_) => Role::Keeper,
+        }
+    }
+
+    /// Stable name, for audit records and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::CreateLink(_) => "create_link",
+            Action::UpdateLinkValidity(_) => "update_link_validity",
+            Action::DeleteLink(_) => "delete_link",
+            Action::AddKeyType(_) => "add_key_type",
+            Action::SetKeyTypeActive(_) => "set_key_type_active",
+            Action::SetFormatRule(_) => "set_format_rule",
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The register's rules: given a view of the current state and a command, decide what changes.
+//!
+//! [`decide`] is a pure function. It reads through [`RegisterView`] and returns the [`Change`] to
+//! persist (the state machine writes it, with its indexes and audit event, in one batch) and the
+//! [`Outcome`] to answer. A command the rules refuse yields a [`DomainError`] and changes
+//! nothing; because the verdict depends only on the state and the command, every replica reaches
+//! the same one.
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{
+    Action, AddKeyType, Command, CreateLink, DeleteLink, SetFormatRule, SetKeyTypeActive,
+    UpdateLinkValidity,
+};
+use super::country::Country;
+use super::error::{DomainError, Field, TextRule};
+use super::foreign_key::{ForeignKey, ForeignKeyValue, FormatRule};
+use super::key_type::{KeyType, KeyTypeCode, Labels};
+use super::link::{Link, LinkId};
+use super::period::ValidityPeriod;
+use super::ssin::Ssin;
+use super::view::RegisterView;
+
+/// A deletion must say why; the reason goes to the audit trail.
+pub const REASON_MAX: usize = 500;
+
+/// What a command changes in the register, with the state before where there was one (the audit
+/// trail records both sides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    LinkCreated {
+        link: Link,
+    },
+    LinkValidityChanged {
+        before: Link,
+        after: Link,
+    },
+    LinkDeleted {
+        link: Link,
+        reason: String,
+    },
+    KeyTypeAdded {
+        key_type: KeyType,
+    },
+    KeyTypeActiveChanged {
+        before: KeyType,
+        after: KeyType,
+    },
+    FormatRuleSet {
+        country: Country,
+        key_type: KeyTypeCode,
+        before: Option<FormatRule>,
+        after: Option<FormatRule>,
+    },
+}
+
+/// What the caller gets back: the entity as it stands after the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Link(Link),
+    LinkDeleted(LinkId),
+    KeyType(KeyType),
+    FormatRule {
+        country: Country,
+        key_type: KeyTypeCode,
+        rule: Option<FormatRule>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `None` when the command asks for the state that already holds (an update to the same
+    /// period, activating an active type): nothing to write, no version bump.
+    pub change: Option<Change>,
+    pub outcome: Outcome,
+}
+
+/// The business verdict on one command.
+pub type Verdict = Result<Decision, DomainError>;
+
+/// Decides a command against the current state. The outer `Result` is the store failing to
+/// answer (not a verdict: the caller must not record anything); the inner one is the verdict.
+pub fn decide<V: RegisterView>(view: &V, command: &Command) -> Result<Verdict, V::Error> {
+    finish(decide_inner(view, command))
+}
+
+/// Internal failure: either a rule (a verdict) or the store (no verdict). Lets `?` work for both.
+pub(super) enum Fail<E> {
+    Rule(DomainError),
+    View(E),
+}
+
+impl<E> From<DomainError> for Fail<E> {
+    fn from(e: DomainError) -> Self {
+        Fail::Rule(e)
+    }
+}
+
+pub(super) fn read<T, E>(r: Result<T, E>) -> Result<T, Fail<E>> {
+    r.map_err(Fail::View)
+}
+
+pub(super) fn finish<T, E>(r: Result<T, Fail<E>>) -> Result<Result<T, DomainError>, E> {
+    match r {
+        Ok(t) => Ok(Ok(t)),
+        Err(Fail::Rule(e)) => Ok(Err(e)),
+        Err(Fail::View(e)) => Err(e),
+    }
+}
+
+fn decide_inner<V: RegisterView>(view: &V, command: &Command) -> Result<Decision, Fail<V::Error>> {
+    let required = command.action.required_role();
+    let role = command.caller.role;
+    if !role.allows(required) {
+        return Err(DomainError::PermissionDenied {
+            role,
+            required,
+            action: command.action.name().to_string(),
+        }
+        .into());
+    }
+    match &command.action {
+        Action::CreateLink(c) => create_link(view, command, c),
+        Action::UpdateLinkValidity(c) => update_validity(view, command, c),
+        Action::DeleteLink(c) => delete_link(view, c),
+        Action::AddKeyType(c) => add_key_type(view, c),
+        Action::SetKeyTypeActive(c) => set_key_type_active(view, c),
+        Action::SetFormatRule(c) => set_format_rule(view, c),
+    }
+}
+
+fn parse_country(field: Field, input: &str) -> Result<Country, DomainError> {
+    Country::parse(input).map_err(|e| DomainError::UnknownCountry {
+        field,
+        value: e.input,
+    })
+}
+
+/// A key type that exists in the catalogue.
+pub(super) fn known_key_type<V: RegisterView>(
+    view: &V,
+    field: Field,
+    input: &str,
+) -> Result<KeyType, Fail<V::Error>> {
+    let code = KeyTypeCode::parse(field, input)?;
+    read(view.key_type(&code))?.ok_or_else(|| {
+        Fail::Rule(DomainError::UnknownKeyType {
+            field,
+            code: code.to_string(),
+        })
+    })
+}
+
+fn create_link<V: RegisterView>(
+    view: &V,
+    command: &Command,
+    c: &CreateLink,
+) -> Result<Decision, Fail<V::Error>> {
+    let ssin = Ssin::parse(&c.ssin, command.at.belgian_date_bound()).map_err(|rule| {
+        DomainError::InvalidSsin {
+            field: Field::Ssin,
+            rule,
+        }
+    })?;
+    let country = parse_country(Field::Country, &c.country)?;
+    let key_type = known_key_type(view, Field::KeyType, &c.key_type)?;
+    if !key_type.active {
+        return Err(DomainError::KeyTypeInactive {
+            field: Field::KeyType,
+            code: key_type.code.to_string(),
+        }
+        .into());
+    }
+    let value = ForeignKeyValue::parse(&c.value)?;
+    let rule =
+        read(view.format_rule(country, &key_type.code))?.unwrap_or_else(FormatRule::default_rule);
+    rule.check(country, &key_type.code, &value)?;
+    let validity = ValidityPeriod::parse(c.valid_from.as_deref(), c.valid_to.as_deref())?;
+    let foreign_key = ForeignKey {
+        country,
+        key_type: key_type.code,
+        value,
+    };
+    check_overlaps(view, &ssin, &foreign_key, &validity, None)?;
+    let link = Link {
+        id: read(view.next_link_id())?,
+        ssin,
+        foreign_key,
+        validity,
+        created_by: command.caller.organization.clone(),
+        created_at: command.at,
+        updated_at: command.at,
+        version: 1,
+    };
+    Ok(Decision {
+        change: Some(Change::LinkCreated { link: link.clone() }),
+        outcome: Outcome::Link(link),
+    })
+}
+
+/// One foreign key designates one person at a time. An overlapping link of the same SSIN is the
+/// same link again (`LINK_EXISTS`); of another SSIN it is a contradiction (`LINK_CONFLICT`).
+fn check_overlaps<V: RegisterView>(
+    view: &V,
+    ssin: &Ssin,
+    foreign_key: &ForeignKey,
+    validity: &ValidityPeriod,
+    except: Option<LinkId>,
+) -> Result<(), Fail<V::Error>> {
+    let candidates = read(view.links_by_foreign_key(
+        foreign_key.country,
+        &foreign_key.key_type,
+        foreign_key.value.normalized(),
+    ))?;
+    let overlapping = || {
+        candidates
+            .iter()
+            .filter(|l| Some(l.id) != except && l.validity.overlaps(validity))
+    };
+    if let Some(same) = overlapping().find(|l| l.ssin == *ssin) {
+        return Err(DomainError::LinkExists { existing: same.id }.into());
+    }
+    if let Some(other) = overlapping().next() {
+        return Err(DomainError::LinkConflict { existing: other.id }.into());
+    }
+    Ok(())
+}
+
+fn existing_link<V: RegisterView>(view: &V, id: u64) -> Result<Link, Fail<V::Error>> {
+    read(view.link(LinkId(id)))?.ok_or_else(|| {
+        Fail::Rule(DomainError::LinkNotFound {
+            field: Field::Id,
+            id: LinkId(id),
+        })
+    })
+}
+
+fn update_validity<V: RegisterView>(
+    view: &V,
+    command: &Command,
+    c: &UpdateLinkValidity,
+) -> Result<Decision, Fail<V::Error>> {
+    let link = existing_link(view, c.id)?;
+    if let Some(expected) = c.expected_version
+        && expected != link.version
+    {
+        return Err(DomainError::VersionMismatch {
+            field: Field::ExpectedVersion,
+            id: link.id,
+            expected,
+            actual: link.version,
+        }
+        .into());
+    }
+    let validity = ValidityPeriod::parse(c.valid_from.as_deref(), c.valid_to.as_deref())?;
+    if validity == link.validity {
+        return Ok(Decision {
+            change: None,
+            outcome: Outcome::Link(link),
+        });
+    }
+    check_overlaps(
+        view,
+        &link.ssin,
+        &link.foreign_key,
+        &validity,
+        Some(link.id),
+    )?;
+    let after = Link {
+        validity,
+        updated_at: command.at,
+        version: link.version + 1,
+        ..link.clone()
+    };
+    Ok(Decision {
+        change: Some(Change::LinkValidityChanged {
+            before: link,
+            after: after.clone(),
+        }),
+        outcome: Outcome::Link(after),
+    })
+}
+
+fn delete_link<V: RegisterView>(view: &V, c: &DeleteLink) -> Result<Decision, Fail<V::Error>> {
+    let link = existing_link(view, c.id)?;
+    let reason = c.reason.trim();
+    let rule = if reason.is_empty() {
+        Some(TextRule::Empty)
+    } else if reason.chars().count() > REASON_MAX {
+        Some(TextRule::TooLong { max: REASON_MAX })
+    } else if reason.chars().any(|ch| ch.is_control() && ch != '\n') {
+        Some(TextRule::ControlCharacter)
+    } else {
+        None
+    };
+    if let Some(rule) = rule {
+        return Err(DomainError::InvalidText {
+            field: Field::Reason,
+            rule,
+        }
+        .into());
+    }
+    Ok(Decision {
+        outcome: Outcome::LinkDeleted(link.id),
+        change: Some(Change::LinkDeleted {
+            link,
+            reason: reason.to_string(),
+        }),
+    })
+}
+
+fn add_key_type<V: RegisterView>(view: &V, c: &AddKeyType) -> Result<Decision, Fail<V::Error>> {
+    let code = KeyTypeCode::parse(Field::Code, &c.code)?;
+    if read(view.key_type(&code))?.is_some() {
+        return Err(DomainError::KeyTypeExists {
+            field: Field::Code,
+            code: code.to_string(),
+        }
+        .into());
+    }
+    let labels = Labels::new(&c.label_nl, &c.label_fr, &c.label_de, &c.label_en)?;
+    let key_type = KeyType {
+        code,
+        labels,
+        active: true,
+    };
+    Ok(Decision {
+        change: Some(Change::KeyTypeAdded {
+            key_type: key_type.clone(),
+        }),
+        outcome: Outcome::KeyType(key_type),
+    })
+}
+
+fn set_key_type_active<V: RegisterView>(
+    view: &V,
+    c: &SetKeyTypeActive,
+) -> Result<Decision, Fail<V::Error>> {
+    let before = known_key_type(view, Field::Code, &c.code)?;
+    if before.active == c.active {
+        return Ok(Decision {
+            change: None,
+            outcome: Outcome::KeyType(before),
+        });
+    }
+    let after = KeyType {
+        active: c.active,
+        ..before.clone()
+    };
+    Ok(Decision {
+        change: Some(Change::KeyTypeActiveChanged {
+            before,
+            after: after.clone(),
+        }),
+        outcome: Outcome::KeyType(after),
+    })
+}
+
+fn set_format_rule<V: RegisterView>(
+    view: &V,
+    c: &SetFormatRule,
+) -> Result<Decision, Fail<V::Error>> {
+    let country = parse_country(Field::Country, &c.country)?;
+    let key_type = known_key_type(view, Field::KeyType, &c.key_type)?.code;
+    let after = c
+        .rule
+        .as_ref()
+        .map(|r| FormatRule::new(r.min_length, r.max_length, r.pattern.as_deref()))
+        .transpose()?;
+    let before = read(view.format_rule(country, &key_type))?;
+    let outcome = Outcome::FormatRule {
+        country,
+        key_type: key_type.clone(),
+        rule: after.clone(),
+    };
+    let change = (before != after).then_some(Change::FormatRuleSet {
+        country,
+        key_type,
+        before,
+        after,
+    });
+    Ok(Decision { change, outcome })
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;
