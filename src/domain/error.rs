@@ -240,19 +240,4 @@ impl DomainError {
             _ => None,
         }
     }
-
-    /// True for a malformed input, as opposed to a conflict with the register's state.
-    pub fn is_validation(&self) -> bool {
-        !matches!(
-            self,
-            DomainError::LinkExists { .. }
-                | DomainError::LinkConflict { .. }
-                | DomainError::LinkNotFound { .. }
-                | DomainError::VersionMismatch { .. }
-                | DomainError::PermissionDenied { .. }
-                | DomainError::KeyTypeExists { .. }
-                | DomainError::KeyTypeInactive { .. }
-                | DomainError::UnknownKeyType { .. }
-        )
-    }
 }

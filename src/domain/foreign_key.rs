@@ -38,7 +38,7 @@ impl ForeignKeyValue {
         if entered.chars().count() > VALUE_MAX {
             return Err(err(ForeignKeyRule::TooLong { max: VALUE_MAX }));
         }
-        if entered.chars().any(char::is_control) {
+        if !entered.chars().all(printable) {
             return Err(err(ForeignKeyRule::ControlCharacter));
         }
         let normalized = normalize(entered);
@@ -58,6 +58,17 @@ impl ForeignKeyValue {
     pub fn normalized(&self) -> &str {
         &self.normalized
     }
+}
+
+/// Control characters, and the invisible format characters (zero-width spaces and joiners,
+/// direction marks, byte-order mark) that copy-paste smuggles into identifiers and that would make
+/// two keys look equal but never match.
+fn printable(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+        )
 }
 
 /// The matching form of a value: separators people type inconsistently are dropped, letters
@@ -288,10 +299,18 @@ mod tests {
             rule_of(ForeignKeyValue::parse("AB\u{0}12345").unwrap_err()),
             ForeignKeyRule::ControlCharacter
         );
-        assert_eq!(
-            rule_of(ForeignKeyValue::parse("AB\t12345").unwrap_err()),
-            ForeignKeyRule::ControlCharacter
-        );
+        for invisible in [
+            "AB\t12345",
+            "AB\u{200B}12345",
+            "\u{FEFF}AB12345",
+            "AB12\u{202E}345",
+        ] {
+            assert_eq!(
+                rule_of(ForeignKeyValue::parse(invisible).unwrap_err()),
+                ForeignKeyRule::ControlCharacter,
+                "{invisible:?}"
+            );
+        }
         assert!(ForeignKeyValue::parse(&"9".repeat(64)).is_ok());
         assert_eq!(
             rule_of(ForeignKeyValue::parse(&"9".repeat(65)).unwrap_err()),
