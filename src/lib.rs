@@ -6,9 +6,11 @@
 //!   api (gRPC, SOAP) ──► service ──► raft ──► store ──► domain
 //! ```
 //!
-//! Only [`domain`] exists so far: the pure rules every other layer builds on.
+//! So far: [`domain`], the pure rules every other layer builds on, and [`store`], the RocksDB
+//! column families they are kept in.
 
 pub mod domain;
+pub mod store;
 
 #[cfg(test)]
 mod layering {

@@ -257,6 +257,11 @@ impl Ssin {
         })
     }
 
+    /// The 11 digits as ASCII bytes: the form storage keys use.
+    pub fn ascii(&self) -> [u8; 11] {
+        self.0.map(|d| b'0' + d)
+    }
+
     /// The 11 digits as a string.
     pub fn as_str(&self) -> String {
         self.0.iter().map(|d| char::from(b'0' + d)).collect()

@@ -1,0 +1,316 @@
+//! A node's RocksDB instance: column families, key encodings, value codec, and the register's
+//! state read through [`RegisterView`] and written as [`Change`]s staged into a `WriteBatch`.
+//!
+//! ```text
+//!   domain::decide(StoreView, command) ─► Change ─► Store::stage(batch, change) ─► one WriteBatch
+//!                                                    (+ raft bookkeeping, later)
+//! ```
+//!
+//! Only this module touches RocksDB column families; only `codec` encodes values.
+
+pub mod cf;
+pub mod codec;
+pub mod keys;
+
+use std::path::Path;
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::key_type::seed_catalogue;
+use crate::domain::{
+    Change, Country, FormatRule, KeyType, KeyTypeCode, Link, LinkId, RegisterView, Ssin,
+};
+use codec::CodecError;
+use keys::KeyError;
+
+const NEXT_LINK_ID: &[u8] = b"next_link_id";
+
+/// A key and its value, as RocksDB hands them out.
+type Row = (Box<[u8]>, Box<[u8]>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("RocksDB: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("column family {0} is missing")]
+    MissingColumnFamily(&'static str),
+    #[error("corrupt value in {cf} at key {key:02x?}: {source}")]
+    Value {
+        cf: &'static str,
+        key: Vec<u8>,
+        source: CodecError,
+    },
+    #[error("cannot encode a value for {cf}: {source}")]
+    Encode {
+        cf: &'static str,
+        source: CodecError,
+    },
+    #[error("in {cf}: {source}")]
+    Key { cf: &'static str, source: KeyError },
+    #[error("{cf} names link {id}, which is not stored")]
+    DanglingIndex { cf: &'static str, id: LinkId },
+}
+
+pub struct Store {
+    db: DB,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. A new store starts with the seed key-type catalogue.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let descriptors = cf::ALL
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, descriptors)?;
+        let store = Store { db };
+        store.seed_if_new()?;
+        Ok(store)
+    }
+
+    fn seed_if_new(&self) -> Result<(), StoreError> {
+        if self
+            .db
+            .get_cf(self.cf(cf::SM_META)?, NEXT_LINK_ID)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for key_type in seed_catalogue() {
+            self.put(
+                &mut batch,
+                cf::KEY_TYPES,
+                &keys::key_type(&key_type.code),
+                &key_type,
+            )?;
+        }
+        self.put(&mut batch, cf::SM_META, NEXT_LINK_ID, &1u64)?;
+        self.write_synced(batch)
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or(StoreError::MissingColumnFamily(name))
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = codec::encode(value).map_err(|source| StoreError::Encode { cf, source })?;
+        batch.put_cf(self.cf(cf)?, key, bytes);
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
+            None => Ok(None),
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Value {
+                    cf,
+                    key: key.to_vec(),
+                    source,
+                }),
+        }
+    }
+
+    /// Keys and values of every row whose key starts with `prefix`, in key order. Bounded above
+    /// so RocksDB stops at the end of the prefix instead of scanning on.
+    fn scan(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut options = ReadOptions::default();
+        if let Some(bound) = keys::prefix_upper_bound(prefix) {
+            options.set_iterate_upper_bound(bound);
+        }
+        let rows = self.db.iterator_cf_opt(
+            self.cf(cf)?,
+            options,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        rows.map(|row| row.map_err(StoreError::from)).collect()
+    }
+
+    fn links_from_index(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Link>, StoreError> {
+        let mut links = Vec::new();
+        for (key, _) in self.scan(cf, prefix)? {
+            let id = keys::index_link_id(&key).map_err(|source| StoreError::Key { cf, source })?;
+            let link = self.link(id)?.ok_or(StoreError::DanglingIndex { cf, id })?;
+            links.push(link);
+        }
+        Ok(links)
+    }
+
+    /// Adds the writes of `change` (data and every index) to `batch`. The caller writes the batch,
+    /// together with whatever bookkeeping must be atomic with it.
+    pub fn stage(&self, batch: &mut WriteBatch, change: &Change) -> Result<(), StoreError> {
+        match change {
+            Change::LinkCreated { link } => {
+                self.put(batch, cf::LINKS, &keys::link(link.id), link)?;
+                let fk = &link.foreign_key;
+                batch.put_cf(
+                    self.cf(cf::LINKS_BY_SSIN)?,
+                    keys::ssin_index(&link.ssin, link.id),
+                    [],
+                );
+                batch.put_cf(
+                    self.cf(cf::LINKS_BY_FOREIGN_KEY)?,
+                    keys::foreign_key_index(
+                        fk.country,
+                        &fk.key_type,
+                        fk.value.normalized(),
+                        link.id,
+                    ),
+                    [],
+                );
+                let next = link.id.0.saturating_add(1);
+                self.put(batch, cf::SM_META, NEXT_LINK_ID, &next)?;
+            }
+            // Only the validity changes, and no index covers it.
+            Change::LinkValidityChanged { after, .. } => {
+                self.put(batch, cf::LINKS, &keys::link(after.id), after)?;
+            }
+            Change::LinkDeleted { link, .. } => {
+                let fk = &link.foreign_key;
+                batch.delete_cf(self.cf(cf::LINKS)?, keys::link(link.id));
+                batch.delete_cf(
+                    self.cf(cf::LINKS_BY_SSIN)?,
+                    keys::ssin_index(&link.ssin, link.id),
+                );
+                batch.delete_cf(
+                    self.cf(cf::LINKS_BY_FOREIGN_KEY)?,
+                    keys::foreign_key_index(
+                        fk.country,
+                        &fk.key_type,
+                        fk.value.normalized(),
+                        link.id,
+                    ),
+                );
+            }
+            Change::KeyTypeAdded { key_type }
+            | Change::KeyTypeActiveChanged {
+                after: key_type, ..
+            } => {
+                self.put(
+                    batch,
+                    cf::KEY_TYPES,
+                    &keys::key_type(&key_type.code),
+                    key_type,
+                )?;
+            }
+            Change::FormatRuleSet {
+                country,
+                key_type,
+                after,
+                ..
+            } => {
+                let key = keys::format_rule(*country, key_type);
+                match after {
+                    Some(rule) => self.put(batch, cf::KEY_TYPES, &key, rule)?,
+                    None => batch.delete_cf(self.cf(cf::KEY_TYPES)?, key),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` atomically and returns only once it is on disk (WAL fsynced).
+    pub fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+}
+
+impl RegisterView for Store {
+    type Error = StoreError;
+
+    fn link(&self, id: LinkId) -> Result<Option<Link>, StoreError> {
+        self.get(cf::LINKS, &keys::link(id))
+    }
+
+    fn links_by_ssin(&self, ssin: &Ssin) -> Result<Vec<Link>, StoreError> {
+        self.links_from_index(cf::LINKS_BY_SSIN, &keys::ssin_prefix(ssin))
+    }
+
+    fn links_by_foreign_key(
+        &self,
+        country: Country,
+        key_type: &KeyTypeCode,
+        normalized_value: &str,
+    ) -> Result<Vec<Link>, StoreError> {
+        let prefix = keys::foreign_key_prefix(country, key_type, normalized_value);
+        self.links_from_index(cf::LINKS_BY_FOREIGN_KEY, &prefix)
+    }
+
+    fn key_type(&self, code: &KeyTypeCode) -> Result<Option<KeyType>, StoreError> {
+        self.get(cf::KEY_TYPES, &keys::key_type(code))
+    }
+
+    fn key_types(&self) -> Result<Vec<KeyType>, StoreError> {
+        self.scan(cf::KEY_TYPES, &[keys::KEY_TYPE_TAG])?
+            .into_iter()
+            .map(|(key, value)| {
+                codec::decode(&value).map_err(|source| StoreError::Value {
+                    cf: cf::KEY_TYPES,
+                    key: key.to_vec(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    fn format_rule(
+        &self,
+        country: Country,
+        key_type: &KeyTypeCode,
+    ) -> Result<Option<FormatRule>, StoreError> {
+        self.get(cf::KEY_TYPES, &keys::format_rule(country, key_type))
+    }
+
+    fn format_rules(&self) -> Result<Vec<(Country, KeyTypeCode, FormatRule)>, StoreError> {
+        let mut rules = Vec::new();
+        for (key, value) in self.scan(cf::KEY_TYPES, &[keys::FORMAT_RULE_TAG])? {
+            let corrupt = |source| StoreError::Value {
+                cf: cf::KEY_TYPES,
+                key: key.to_vec(),
+                source,
+            };
+            let rule: FormatRule = codec::decode(&value).map_err(corrupt)?;
+            let (country, code) =
+                keys::decode_format_rule(&key).map_err(|source| StoreError::Key {
+                    cf: cf::KEY_TYPES,
+                    source,
+                })?;
+            rules.push((country, code, rule));
+        }
+        Ok(rules)
+    }
+
+    fn next_link_id(&self) -> Result<LinkId, StoreError> {
+        Ok(LinkId(self.get(cf::SM_META, NEXT_LINK_ID)?.unwrap_or(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

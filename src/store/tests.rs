@@ -1,0 +1,238 @@
+//! The RocksDB store against the in-memory model: same commands, same verdicts, same state.
+
+use proptest::prelude::*;
+use rocksdb::WriteBatch;
+
+use super::*;
+use crate::domain::command::{
+    AddKeyType, CreateLink, DeleteLink, FormatRuleInput, SetFormatRule, SetKeyTypeActive,
+    UpdateLinkValidity,
+};
+use crate::domain::{
+    Action, Caller, Command, MemoryRegister, Organization, Role, Timestamp, Verdict, decide,
+};
+
+const SSINS: [&str; 3] = ["85073003328", "75060898009", "98472899765"];
+const COUNTRIES: [&str; 4] = ["NL", "be", "DE", "XX"];
+const KEY_TYPES: [&str; 4] = ["PASSPORT", "TAX_NUMBER", "VISA_NUMBER", "bad"];
+const VALUES: [&str; 5] = ["NX123456", "nx-123.456", "AB12", "ZZ999999", "12345"];
+const DATES: [Option<&str>; 5] = [
+    None,
+    Some("2020-01-01"),
+    Some("2021-06-30"),
+    Some("2022-12-31"),
+    Some("30/12/2022"),
+];
+
+fn execute(store: &Store, command: &Command) -> Result<Verdict, StoreError> {
+    let verdict = decide(store, command)?;
+    if let Ok(decision) = &verdict
+        && let Some(change) = &decision.change
+    {
+        let mut batch = WriteBatch::default();
+        store.stage(&mut batch, change)?;
+        store.write_synced(batch)?;
+    }
+    Ok(verdict)
+}
+
+fn command(role: Role, seconds: i64, action: Action) -> Command {
+    Command {
+        caller: Caller {
+            organization: Organization::new("Test", "0123456749").unwrap(),
+            role,
+        },
+        at: Timestamp(1_796_292_000_000 + seconds * 1000),
+        action,
+    }
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    let pick = |n: usize| 0..n;
+    prop_oneof![
+        5 => (pick(3), pick(4), pick(4), pick(5), pick(5), pick(5)).prop_map(|(s, c, k, v, f, t)| {
+            Action::CreateLink(CreateLink {
+                ssin: SSINS[s].into(),
+                country: COUNTRIES[c].into(),
+                key_type: KEY_TYPES[k].into(),
+                value: VALUES[v].into(),
+                valid_from: DATES[f].map(Into::into),
+                valid_to: DATES[t].map(Into::into),
+            })
+        }),
+        3 => (1u64..8, pick(5), pick(5), prop::option::of(1u64..4)).prop_map(|(id, f, t, v)| {
+            Action::UpdateLinkValidity(UpdateLinkValidity {
+                id,
+                valid_from: DATES[f].map(Into::into),
+                valid_to: DATES[t].map(Into::into),
+                expected_version: v,
+            })
+        }),
+        1 => (1u64..8).prop_map(|id| Action::DeleteLink(DeleteLink { id, reason: "test".into() })),
+        1 => pick(4).prop_map(|k| Action::AddKeyType(AddKeyType {
+            code: KEY_TYPES[k].into(),
+            label_nl: "nl".into(),
+            label_fr: "fr".into(),
+            label_de: "de".into(),
+            label_en: "en".into(),
+        })),
+        1 => (pick(4), any::<bool>()).prop_map(|(k, active)| {
+            Action::SetKeyTypeActive(SetKeyTypeActive { code: KEY_TYPES[k].into(), active })
+        }),
+        1 => (pick(4), pick(4), prop::option::of((1u16..9, Just("[A-Z]{2}[0-9]+")))).prop_map(|(c, k, rule)| {
+            Action::SetFormatRule(SetFormatRule {
+                country: COUNTRIES[c].into(),
+                key_type: KEY_TYPES[k].into(),
+                rule: rule.map(|(min, pattern)| FormatRuleInput {
+                    min_length: min,
+                    max_length: 12,
+                    pattern: Some(pattern.into()),
+                }),
+            })
+        }),
+    ]
+}
+
+fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![1 => Just(Role::Reader), 4 => Just(Role::Writer), 3 => Just(Role::Keeper)]
+}
+
+/// Everything observable through the view, in a comparable form.
+fn observe<V: RegisterView>(view: &V) -> String
+where
+    V::Error: std::fmt::Debug,
+{
+    let mut out = String::new();
+    let next = view.next_link_id().unwrap();
+    out += &format!("next {next:?}\n");
+    for id in 1..next.0 {
+        out += &format!("{id}: {:?}\n", view.link(LinkId(id)).unwrap());
+    }
+    out += &format!(
+        "types {:?}\nrules {:?}\n",
+        view.key_types().unwrap(),
+        view.format_rules().unwrap()
+    );
+    let today = time::macros::date!(2026 - 12 - 03);
+    for s in SSINS {
+        let ssin = Ssin::parse(s, today).unwrap();
+        out += &format!("{s} {:?}\n", view.links_by_ssin(&ssin).unwrap());
+    }
+    for c in ["NL", "BE", "DE"] {
+        for k in ["PASSPORT", "TAX_NUMBER", "VISA_NUMBER"] {
+            for v in ["NX123456", "ZZ999999", "12345"] {
+                let code = KeyTypeCode::parse(crate::domain::Field::KeyType, k).unwrap();
+                let found = view
+                    .links_by_foreign_key(Country::parse(c).unwrap(), &code, v)
+                    .unwrap();
+                out += &format!(
+                    "{c}/{k}/{v} {:?}\n",
+                    found.iter().map(|l| l.id).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn store_behaves_like_the_model(steps in prop::collection::vec((role(), action()), 1..30)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut model = MemoryRegister::new();
+        prop_assert_eq!(observe(&store), observe(&model));
+        for (i, (role, action)) in steps.into_iter().enumerate() {
+            let cmd = command(role, i as i64, action);
+            let expected = model.execute(&cmd);
+            let actual = execute(&store, &cmd).unwrap();
+            prop_assert_eq!(&actual, &expected, "step {}: {:?}", i, cmd.action);
+        }
+        prop_assert_eq!(observe(&store), observe(&model));
+    }
+}
+
+#[test]
+fn state_survives_reopening_and_the_seed_is_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = {
+        let store = Store::open(dir.path()).unwrap();
+        let deactivate = Action::SetKeyTypeActive(SetKeyTypeActive {
+            code: "PASSPORT".into(),
+            active: false,
+        });
+        execute(&store, &command(Role::Keeper, 0, deactivate))
+            .unwrap()
+            .unwrap();
+        let create = Action::CreateLink(CreateLink {
+            ssin: SSINS[0].into(),
+            country: "NL".into(),
+            key_type: "TAX_NUMBER".into(),
+            value: "123-456-789".into(),
+            ..Default::default()
+        });
+        let decision = execute(&store, &command(Role::Writer, 1, create))
+            .unwrap()
+            .unwrap();
+        decision.change.unwrap().clone()
+    };
+    let store = Store::open(dir.path()).unwrap();
+    let Change::LinkCreated { link } = link else {
+        panic!("{link:?}")
+    };
+    assert_eq!(store.link(link.id).unwrap(), Some(link.clone()));
+    assert_eq!(store.next_link_id().unwrap(), LinkId(2));
+    let passport = KeyTypeCode::parse(crate::domain::Field::KeyType, "PASSPORT").unwrap();
+    assert!(
+        !store.key_type(&passport).unwrap().unwrap().active,
+        "reopening re-seeded the catalogue"
+    );
+    assert_eq!(store.key_types().unwrap().len(), 9);
+}
+
+#[test]
+fn corrupt_rows_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let links = store.cf(cf::LINKS).unwrap();
+    store
+        .db
+        .put_cf(
+            links,
+            keys::link(LinkId(1)),
+            [codec::FORMAT_VERSION, 0xFF, 0x01],
+        )
+        .unwrap();
+    assert!(matches!(
+        store.link(LinkId(1)),
+        Err(StoreError::Value { cf: "links", .. })
+    ));
+    // An index row whose link is gone.
+    let ssin = Ssin::parse(SSINS[0], time::macros::date!(2026 - 12 - 03)).unwrap();
+    let by_ssin = store.cf(cf::LINKS_BY_SSIN).unwrap();
+    store
+        .db
+        .put_cf(by_ssin, keys::ssin_index(&ssin, LinkId(9)), [])
+        .unwrap();
+    assert!(matches!(
+        store.links_by_ssin(&ssin),
+        Err(StoreError::DanglingIndex { id: LinkId(9), .. })
+    ));
+    // A failing store is no verdict: decide reports the store error.
+    let create = Action::CreateLink(CreateLink {
+        ssin: SSINS[0].into(),
+        country: "NL".into(),
+        key_type: "PASSPORT".into(),
+        value: "NX123456".into(),
+        ..Default::default()
+    });
+    let types = store.cf(cf::KEY_TYPES).unwrap();
+    let passport = KeyTypeCode::parse(crate::domain::Field::KeyType, "PASSPORT").unwrap();
+    store
+        .db
+        .put_cf(types, keys::key_type(&passport), b"")
+        .unwrap();
+    assert!(decide(&store, &command(Role::Writer, 0, create)).is_err());
+}
