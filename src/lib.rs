@@ -10,6 +10,7 @@
 //! column families they are kept in.
 
 pub mod domain;
+pub mod raft;
 pub mod store;
 
 #[cfg(test)]

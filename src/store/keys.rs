@@ -7,7 +7,9 @@
 //!   links_by_foreign_key  country(2) ‖ key type ‖ 0x00 ‖ normalized value ‖ 0x00 ‖ id(8)
 //!   key_types             'T' ‖ code            (catalogue)
 //!                         'R' ‖ country(2) ‖ code   (format rules)
-//!   raft_log, audit       log index(8)
+//!   audit                 'L' ‖ link id(8) ‖ log index(8)   (a link's history)
+//!                         'C' ‖ log index(8)                (catalogue and format rules)
+//!   raft_log              log index(8)
 //! ```
 //!
 //! The variable-length parts end in 0x00, which sorts below every byte they may contain (codes
@@ -21,6 +23,8 @@ pub const SSIN_LEN: usize = 11;
 const TERMINATOR: u8 = 0;
 pub const KEY_TYPE_TAG: u8 = b'T';
 pub const FORMAT_RULE_TAG: u8 = b'R';
+pub const AUDIT_LINK_TAG: u8 = b'L';
+pub const AUDIT_CATALOGUE_TAG: u8 = b'C';
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed key {key:02x?}: {reason}")]
@@ -96,6 +100,27 @@ pub fn format_rule(country: Country, code: &KeyTypeCode) -> Vec<u8> {
     let mut key = vec![FORMAT_RULE_TAG];
     key.extend_from_slice(country.code().as_bytes());
     key.extend_from_slice(code.as_str().as_bytes());
+    key
+}
+
+/// Audit key of a change to one link: all events of a link are one prefix, in log order.
+pub fn audit_link(id: LinkId, index: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 2 * ID_LEN);
+    key.push(AUDIT_LINK_TAG);
+    key.extend_from_slice(&link(id));
+    key.extend_from_slice(&u64_key(index));
+    key
+}
+
+pub fn audit_link_prefix(id: LinkId) -> Vec<u8> {
+    let mut key = vec![AUDIT_LINK_TAG];
+    key.extend_from_slice(&link(id));
+    key
+}
+
+pub fn audit_catalogue(index: u64) -> Vec<u8> {
+    let mut key = vec![AUDIT_CATALOGUE_TAG];
+    key.extend_from_slice(&u64_key(index));
     key
 }
 
@@ -223,6 +248,10 @@ mod tests {
         assert!(decode_format_rule(b"RQQPASSPORT").is_err());
         assert!(decode_format_rule(b"TBEPASSPORT").is_err());
         assert_eq!(prefix_upper_bound(&[1, 0xFF]), Some(vec![2]));
+        assert!(audit_link(LinkId(1), 900) < audit_link(LinkId(1), 1000));
+        assert!(audit_link(LinkId(1), u64::MAX) < audit_link(LinkId(2), 0));
+        assert!(audit_link(LinkId(256), 3).starts_with(&audit_link_prefix(LinkId(256))));
+        assert!(!audit_link(LinkId(256), 3).starts_with(&audit_link_prefix(LinkId(1))));
         assert_eq!(prefix_upper_bound(&[0xFF, 0xFF]), None);
     }
 }

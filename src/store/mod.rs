@@ -11,6 +11,7 @@
 pub mod cf;
 pub mod codec;
 pub mod keys;
+mod raft_io;
 
 use std::path::Path;
 
@@ -54,6 +55,8 @@ pub enum StoreError {
     Key { cf: &'static str, source: KeyError },
     #[error("{cf} names link {id}, which is not stored")]
     DanglingIndex { cf: &'static str, id: LinkId },
+    #[error("storage task failed: {0}")]
+    Task(String),
 }
 
 pub struct Store {
@@ -133,11 +136,7 @@ impl Store {
 
     /// Keys and values of every row whose key starts with `prefix`, in key order. Bounded above
     /// so RocksDB stops at the end of the prefix instead of scanning on.
-    fn scan(
-        &self,
-        cf: &'static str,
-        prefix: &[u8],
-    ) -> Result<Vec<Row>, StoreError> {
+    fn scan(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Row>, StoreError> {
         let mut options = ReadOptions::default();
         if let Some(bound) = keys::prefix_upper_bound(prefix) {
             options.set_iterate_upper_bound(bound);

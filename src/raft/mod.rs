@@ -1,0 +1,94 @@
+//! Replication: openraft's type configuration, the RocksDB-backed log store and state machine.
+//!
+//! ```text
+//!   client_write(Request) ─► leader log ─► followers' logs (LogStore: append synced, then ack)
+//!                                   │ committed
+//!                                   ▼
+//!        StateMachine::apply ─► domain::decide ─► Change + audit + session + last_applied
+//!                                                  in ONE WriteBatch (store)
+//! ```
+//!
+//! Business rules live in `domain`; this layer only orders, persists and replays commands.
+
+pub mod log_store;
+pub mod snapshot;
+pub mod state_machine;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Command, Verdict};
+
+pub use log_store::LogStore;
+pub use state_machine::{StateMachine, StateMachineError};
+
+openraft::declare_raft_types!(
+    /// linkreg's openraft type configuration.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        SnapshotData = tokio::fs::File,
+);
+
+pub type NodeId = u64;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
+
+/// Where a member can be reached. Kept in the membership, so every node knows every address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Raft RPCs between members.
+    pub peer_addr: String,
+    /// Client gRPC API.
+    pub client_addr: String,
+    /// SOAP and HTTP.
+    pub http_addr: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer {}, client {}", self.peer_addr, self.client_addr)
+    }
+}
+
+/// The replicated payload: one register command, optionally tagged for exactly-once retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub command: Command,
+    pub session: Option<ClientRequest>,
+}
+
+/// Identifies a client's request across retries (Raft dissertation §6.3): a retried request
+/// carries the same pair and gets the recorded answer instead of being applied again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub client_id: String,
+    pub request_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Entries that carry no command (blank, membership).
+    None,
+    /// The verdict, freshly decided or recorded for a retried request.
+    Verdict(Box<Verdict>),
+    /// The client has since sent a newer request; this one's answer is no longer kept.
+    Stale { last_request_id: u64 },
+}
+
+/// What the audit column family records for each applied change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub log_index: u64,
+    pub command: Command,
+    pub change: crate::domain::Change,
+}
+
+#[cfg(test)]
+mod suite_tests;

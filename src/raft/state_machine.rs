@@ -1,0 +1,434 @@
+//! openraft's state machine: applies committed commands through the domain rules and keeps the
+//! result in the store's state-machine column families.
+//!
+//! Each entry is one `WriteBatch`: the change, its indexes, the audit event, the client session
+//! and `last_applied` land together or not at all. Batches are not fsynced one by one: the raft
+//! log is, and a node that loses unsynced applies after a power cut replays them from the log
+//! (`last_applied` rolled back with them). Before a snapshot is handed to openraft (which may then
+//! purge the log it covers) the WAL is synced, so nothing purged is ever needed for replay.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::WriteBatch;
+
+use super::snapshot::{self as file, SnapshotFileError, SnapshotWriter};
+use super::{
+    AuditEvent, ClientRequest, Entry, LogId, Request, Response, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
+};
+use crate::domain::{Change, Timestamp, Verdict, decide};
+use crate::store::{Store, StoreError, cf, codec, keys};
+
+const LAST_APPLIED: &[u8] = b"last_applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const LAST_SESSION_SWEEP: &[u8] = b"last_session_sweep";
+/// Set (in raft meta, which snapshots do not touch) while a snapshot is being loaded; a node that
+/// finds it on start-up finishes the load before doing anything else.
+const INSTALLING: &[u8] = b"installing_snapshot";
+
+const CURRENT: &str = "current.snap";
+const INSTALLING_FILE: &str = "installing.snap";
+
+/// A client silent for this long (in log time) loses its session: a retry after a day is a new
+/// request. Bounded table, deterministic on every node.
+const SESSION_TTL_MS: i64 = 24 * 3600 * 1000;
+const SESSION_SWEEP_EVERY_MS: i64 = 3600 * 1000;
+/// Rows per write batch while loading a snapshot: bounds memory, not correctness.
+const LOAD_BATCH_ROWS: usize = 10_000;
+
+/// Recorded per client: the last request and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    pub request_id: u64,
+    pub verdict: Verdict,
+    pub last_seen: Timestamp,
+}
+
+pub struct StateMachine {
+    store: Arc<Store>,
+    snapshot_dir: PathBuf,
+}
+
+fn sm_read(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+fn snapshot_error(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e).into()
+}
+
+impl StateMachine {
+    /// Opens the state machine over `store`, keeping snapshot files in `snapshot_dir`. Finishes a
+    /// snapshot installation that a crash interrupted.
+    pub fn open(store: Arc<Store>, snapshot_dir: &Path) -> Result<StateMachine, StateMachineError> {
+        fs::create_dir_all(snapshot_dir)?;
+        let sm = StateMachine {
+            store,
+            snapshot_dir: snapshot_dir.to_path_buf(),
+        };
+        let interrupted: Option<bool> = sm.store.raft_meta(INSTALLING)?;
+        if interrupted.is_some() {
+            tracing::warn!("finishing a snapshot installation interrupted by a restart");
+            sm.load_installing()?;
+        }
+        Ok(sm)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.snapshot_dir.join(name)
+    }
+
+    fn apply_entry(&self, entry: &Entry) -> Result<Response, StoreError> {
+        let mut batch = WriteBatch::default();
+        let response = match &entry.payload {
+            EntryPayload::Blank => Response::None,
+            EntryPayload::Membership(membership) => {
+                let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
+                self.store.stage_sm_meta(&mut batch, MEMBERSHIP, &stored)?;
+                Response::None
+            }
+            EntryPayload::Normal(request) => {
+                self.apply_request(&mut batch, entry.log_id, request)?
+            }
+        };
+        self.store
+            .stage_sm_meta(&mut batch, LAST_APPLIED, &entry.log_id)?;
+        self.store.write(batch)?;
+        Ok(response)
+    }
+
+    fn apply_request(
+        &self,
+        batch: &mut WriteBatch,
+        log_id: LogId,
+        request: &Request,
+    ) -> Result<Response, StoreError> {
+        let at = request.command.at;
+        if let Some(ClientRequest {
+            client_id,
+            request_id,
+        }) = &request.session
+            && let Some(record) = self.store.session::<SessionRecord>(client_id)?
+        {
+            if *request_id == record.request_id {
+                return Ok(Response::Verdict(Box::new(record.verdict)));
+            }
+            if *request_id < record.request_id {
+                return Ok(Response::Stale {
+                    last_request_id: record.request_id,
+                });
+            }
+        }
+        let verdict = decide(&*self.store, &request.command)?;
+        if let Ok(decision) = &verdict
+            && let Some(change) = &decision.change
+        {
+            self.store.stage(batch, change)?;
+            let key = match change.link_id() {
+                Some(id) => keys::audit_link(id, log_id.index),
+                None => keys::audit_catalogue(log_id.index),
+            };
+            let event = AuditEvent {
+                log_index: log_id.index,
+                command: request.command.clone(),
+                change: change.clone(),
+            };
+            self.store.stage_audit(batch, &key, &event)?;
+        }
+        if let Some(session) = &request.session {
+            let record = SessionRecord {
+                request_id: session.request_id,
+                verdict: verdict.clone(),
+                last_seen: at,
+            };
+            self.store
+                .stage_session(batch, &session.client_id, &record)?;
+        }
+        self.sweep_sessions(batch, at)?;
+        Ok(Response::Verdict(Box::new(verdict)))
+    }
+
+    /// Drops sessions idle for longer than the TTL, at most once per sweep interval of log time.
+    fn sweep_sessions(&self, batch: &mut WriteBatch, now: Timestamp) -> Result<(), StoreError> {
+        let last: Option<Timestamp> = self.store.sm_meta(LAST_SESSION_SWEEP)?;
+        if last.is_some_and(|t| now.0 - t.0 < SESSION_SWEEP_EVERY_MS) {
+            return Ok(());
+        }
+        for (client, record) in self.store.sessions::<SessionRecord>()? {
+            if now.0 - record.last_seen.0 > SESSION_TTL_MS {
+                self.store.stage_session_removal(batch, &client)?;
+            }
+        }
+        self.store.stage_sm_meta(batch, LAST_SESSION_SWEEP, &now)
+    }
+
+    /// Loads `installing.snap` (or `current.snap` if a crash came after its rename) into the
+    /// state-machine column families, then clears the marker.
+    fn load_installing(&self) -> Result<(), StateMachineError> {
+        let installing = self.path(INSTALLING_FILE);
+        let source = if installing.exists() {
+            installing.clone()
+        } else {
+            self.path(CURRENT)
+        };
+        self.store.clear_state()?;
+        let mut rows = Vec::with_capacity(LOAD_BATCH_ROWS);
+        file::read_rows(&source, |cf, key, value| {
+            rows.push((cf, key, value));
+            if rows.len() >= LOAD_BATCH_ROWS {
+                self.store
+                    .load_state(&rows)
+                    .map_err(|e| SnapshotFileError::Malformed(e.to_string()))?;
+                rows.clear();
+            }
+            Ok(())
+        })?;
+        self.store.load_state(&rows)?;
+        self.store.sync()?;
+        if source == installing {
+            fs::rename(&installing, self.path(CURRENT))?;
+            sync_dir(&self.snapshot_dir)?;
+        }
+        self.store.delete_raft_meta(INSTALLING)?;
+        Ok(())
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StateMachineError> {
+        let path = self.path(CURRENT);
+        let mut handle = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = file::read_meta(&mut handle)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(handle)),
+        }))
+    }
+}
+
+/// Failures of the state machine's own file and store work, before openraft wraps them.
+#[derive(Debug, thiserror::Error)]
+pub enum StateMachineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    File(#[from] SnapshotFileError),
+    #[error("snapshot I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("received snapshot is for {found:?}, expected {expected:?}")]
+    WrongSnapshot {
+        found: Option<LogId>,
+        expected: Option<LogId>,
+    },
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn unique_suffix() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+impl Change {
+    fn link_id(&self) -> Option<crate::domain::LinkId> {
+        match self {
+            Change::LinkCreated { link } | Change::LinkDeleted { link, .. } => Some(link.id),
+            Change::LinkValidityChanged { after, .. } => Some(after.id),
+            Change::KeyTypeAdded { .. }
+            | Change::KeyTypeActiveChanged { .. }
+            | Change::FormatRuleSet { .. } => None,
+        }
+    }
+}
+
+/// Builds snapshots from a RocksDB point-in-time view, straight into a file.
+pub struct SnapshotBuilder {
+    store: Arc<Store>,
+    snapshot_dir: PathBuf,
+}
+
+impl SnapshotBuilder {
+    fn build(&self) -> Result<SnapshotMeta, StateMachineError> {
+        let tmp = self
+            .snapshot_dir
+            .join(format!("build-{}.tmp", unique_suffix()));
+        let mut writer = SnapshotWriter::new(File::create(&tmp)?)?;
+        let mut last_applied: Option<LogId> = None;
+        let mut membership = StoredMembership::default();
+        let sm_meta_index = cf::STATE_MACHINE
+            .iter()
+            .position(|name| *name == cf::SM_META)
+            .unwrap_or(0) as u8;
+        let exported = self.store.export_state(|cf, key, value| {
+            if cf == sm_meta_index {
+                let decode_err = |e: codec::CodecError| SnapshotFileError::Malformed(e.to_string());
+                if key == LAST_APPLIED {
+                    last_applied = Some(codec::decode(value).map_err(decode_err)?);
+                } else if key == MEMBERSHIP {
+                    membership = codec::decode(value).map_err(decode_err)?;
+                }
+            }
+            writer.row(cf, key, value)
+        })?;
+        exported?;
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id: match last_applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, unique_suffix()),
+                None => format!("empty-{}", unique_suffix()),
+            },
+        };
+        writer.finish(&meta)?;
+        // Make every apply the snapshot covers durable before openraft may purge its log.
+        self.store.sync()?;
+        fs::rename(&tmp, self.snapshot_dir.join(CURRENT))?;
+        sync_dir(&self.snapshot_dir)?;
+        Ok(meta)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let builder = SnapshotBuilder {
+            store: self.store.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+        };
+        let built = tokio::task::spawn_blocking(move || {
+            builder.build()?;
+            let sm = StateMachine {
+                store: builder.store.clone(),
+                snapshot_dir: builder.snapshot_dir.clone(),
+            };
+            sm.current_snapshot()
+        })
+        .await
+        .map_err(|e| snapshot_error(std::io::Error::other(e.to_string())))?;
+        match built {
+            Ok(Some(snapshot)) => Ok(snapshot),
+            Ok(None) => Err(snapshot_error(std::io::Error::other("snapshot vanished"))),
+            Err(e) => Err(snapshot_error(e)),
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let last: Option<LogId> = self.store.sm_meta(LAST_APPLIED).map_err(sm_read)?;
+        let membership: Option<StoredMembership> =
+            self.store.sm_meta(MEMBERSHIP).map_err(sm_read)?;
+        Ok((last, membership.unwrap_or_default()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut responses = Vec::new();
+        for entry in entries {
+            let response = self
+                .apply_entry(&entry)
+                .map_err(|e| StorageError::from(StorageIOError::apply(entry.log_id, &e)))?;
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.path(&format!("receiving-{}.tmp", unique_suffix()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(snapshot_error)?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let received = snapshot.into_std().await;
+        let store = self.store.clone();
+        let dir = self.snapshot_dir.clone();
+        let expected = meta.last_log_id;
+        let result = tokio::task::spawn_blocking(move || {
+            let sm = StateMachine {
+                store,
+                snapshot_dir: dir,
+            };
+            sm.install_from(received, expected)
+        })
+        .await
+        .map_err(|e| snapshot_error(std::io::Error::other(e.to_string())))?;
+        result.map_err(snapshot_error)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        self.current_snapshot().map_err(snapshot_error)
+    }
+}
+
+impl StateMachine {
+    /// Copies the received file aside, verifies it whole, and only then replaces the state.
+    fn install_from(
+        &self,
+        mut received: File,
+        expected: Option<LogId>,
+    ) -> Result<(), StateMachineError> {
+        use std::io::{Seek, SeekFrom};
+        received.sync_all()?;
+        received.seek(SeekFrom::Start(0))?;
+        let installing = self.path(INSTALLING_FILE);
+        {
+            let mut copy = File::create(&installing)?;
+            std::io::copy(&mut received, &mut copy)?;
+            copy.sync_all()?;
+        }
+        drop(received);
+        self.remove_leftovers()?;
+        let found = file::read_rows(&installing, |_, _, _| Ok(()))?.last_log_id;
+        if found != expected {
+            return Err(StateMachineError::WrongSnapshot { found, expected });
+        }
+        self.store.set_raft_meta(INSTALLING, &true)?;
+        self.load_installing()
+    }
+
+    /// Received files that will never be used (an abandoned transfer, a crash). Build files are
+    /// left alone: a build may be running.
+    fn remove_leftovers(&self) -> std::io::Result<()> {
+        for entry in fs::read_dir(&self.snapshot_dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with("receiving-") && name.ends_with(".tmp") {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
