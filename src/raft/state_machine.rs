@@ -432,3 +432,7 @@ impl StateMachine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "state_machine_tests.rs"]
+mod tests;

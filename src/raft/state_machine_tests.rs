@@ -1,0 +1,422 @@
+//! State-machine behaviour beyond openraft's suite: exactly-once sessions, audit trail, and
+//! snapshots that carry the whole register from one node to another.
+
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+use tempfile::TempDir;
+
+use super::*;
+use crate::domain::command::{CreateLink, DeleteLink, SetKeyTypeActive, UpdateLinkValidity};
+use crate::domain::{
+    Action, Caller, Command, DomainError, LinkId, Organization, Outcome, RegisterView, Role,
+};
+
+const T0: i64 = 1_796_292_000_000;
+
+struct Node {
+    _dir: TempDir,
+    store: Arc<Store>,
+    sm: StateMachine,
+    next_index: u64,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let sm = StateMachine::open(store.clone(), &dir.path().join("snapshots")).unwrap();
+        Node {
+            _dir: dir,
+            store,
+            sm,
+            next_index: 1,
+        }
+    }
+
+    async fn apply(&mut self, request: Request) -> Response {
+        let entry = Entry {
+            log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), self.next_index),
+            payload: EntryPayload::Normal(request),
+        };
+        self.next_index += 1;
+        self.sm.apply([entry]).await.unwrap().remove(0)
+    }
+
+    /// Every row of the state machine, for exact comparison between nodes.
+    fn rows(&self) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+        let mut rows = Vec::new();
+        self.store
+            .export_state::<()>(|cf, k, v| {
+                rows.push((cf, k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        rows
+    }
+}
+
+fn request(role: Role, seconds: i64, action: Action, session: Option<(&str, u64)>) -> Request {
+    Request {
+        command: Command {
+            caller: Caller {
+                organization: Organization::new("Test", "0123456749").unwrap(),
+                role,
+            },
+            at: Timestamp(T0 + seconds * 1000),
+            action,
+        },
+        session: session.map(|(client_id, request_id)| ClientRequest {
+            client_id: client_id.into(),
+            request_id,
+        }),
+    }
+}
+
+fn create(ssin: &str, value: &str) -> Action {
+    Action::CreateLink(CreateLink {
+        ssin: ssin.into(),
+        country: "NL".into(),
+        key_type: "PASSPORT".into(),
+        value: value.into(),
+        ..Default::default()
+    })
+}
+
+fn created_id(response: &Response) -> LinkId {
+    match response {
+        Response::Verdict(v) => match v.as_ref() {
+            Ok(decision) => match &decision.outcome {
+                Outcome::Link(link) => link.id,
+                other => panic!("not a link: {other:?}"),
+            },
+            Err(e) => panic!("refused: {e}"),
+        },
+        other => panic!("no verdict: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_retried_request_is_answered_from_its_session_not_applied_again() {
+    let mut node = Node::new();
+    let first = node
+        .apply(request(
+            Role::Writer,
+            0,
+            create("85073003328", "NX123456"),
+            Some(("c1", 7)),
+        ))
+        .await;
+    let id = created_id(&first);
+    // The same request again (a client retrying after a lost answer): the recorded answer.
+    let retry = node
+        .apply(request(
+            Role::Writer,
+            5,
+            create("85073003328", "NX123456"),
+            Some(("c1", 7)),
+        ))
+        .await;
+    assert_eq!(retry, first);
+    assert_eq!(
+        node.store.next_link_id().unwrap(),
+        LinkId(id.0 + 1),
+        "no second link"
+    );
+    // Without a session the rules themselves refuse the duplicate.
+    let unsessioned = node
+        .apply(request(
+            Role::Writer,
+            6,
+            create("85073003328", "NX123456"),
+            None,
+        ))
+        .await;
+    assert_eq!(
+        unsessioned,
+        Response::Verdict(Box::new(Err(DomainError::LinkExists { existing: id })))
+    );
+    // An older request id than the last one seen is stale.
+    let stale = node
+        .apply(request(
+            Role::Writer,
+            7,
+            create("75060898009", "ZZ999999"),
+            Some(("c1", 6)),
+        ))
+        .await;
+    assert_eq!(stale, Response::Stale { last_request_id: 7 });
+    // Another client's request 7 is its own.
+    let other = node
+        .apply(request(
+            Role::Writer,
+            8,
+            create("75060898009", "ZZ999999"),
+            Some(("c2", 7)),
+        ))
+        .await;
+    assert_ne!(created_id(&other), id);
+    // A refusal is recorded too, so a retry cannot turn into a success later.
+    let refused = node
+        .apply(request(
+            Role::Reader,
+            9,
+            create("75060898009", "AA111111"),
+            Some(("c3", 1)),
+        ))
+        .await;
+    let again = node
+        .apply(request(
+            Role::Writer,
+            10,
+            create("75060898009", "AA111111"),
+            Some(("c3", 1)),
+        ))
+        .await;
+    assert_eq!(again, refused);
+}
+
+#[tokio::test]
+async fn sessions_expire_by_log_time() {
+    let mut node = Node::new();
+    node.apply(request(
+        Role::Writer,
+        0,
+        create("85073003328", "NX123456"),
+        Some(("old", 1)),
+    ))
+    .await;
+    let day = 24 * 3600;
+    node.apply(request(
+        Role::Writer,
+        day + 3600,
+        create("75060898009", "ZZ999999"),
+        Some(("new", 1)),
+    ))
+    .await;
+    assert!(
+        node.store
+            .session::<SessionRecord>("old")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        node.store
+            .session::<SessionRecord>("new")
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn every_change_leaves_an_audit_event_with_its_command() {
+    let mut node = Node::new();
+    let id = created_id(
+        &node
+            .apply(request(
+                Role::Writer,
+                0,
+                create("85073003328", "NX123456"),
+                None,
+            ))
+            .await,
+    );
+    let update = Action::UpdateLinkValidity(UpdateLinkValidity {
+        id: id.0,
+        valid_to: Some("2030-01-01".into()),
+        ..Default::default()
+    });
+    node.apply(request(Role::Writer, 1, update.clone(), None))
+        .await;
+    // A refused command leaves no audit event.
+    node.apply(request(Role::Reader, 2, update, None)).await;
+    let delete = Action::DeleteLink(DeleteLink {
+        id: id.0,
+        reason: "wrong person".into(),
+    });
+    node.apply(request(Role::Keeper, 3, delete, None)).await;
+    let deactivate = Action::SetKeyTypeActive(SetKeyTypeActive {
+        code: "TAX_NUMBER".into(),
+        active: false,
+    });
+    node.apply(request(Role::Keeper, 4, deactivate, None)).await;
+
+    let history: Vec<AuditEvent> = node
+        .store
+        .audit_events(&keys::audit_link_prefix(id))
+        .unwrap();
+    let kinds: Vec<_> = history
+        .iter()
+        .map(|e| (e.log_index, e.command.action.name(), e.command.caller.role))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, "create_link", Role::Writer),
+            (2, "update_link_validity", Role::Writer),
+            (4, "delete_link", Role::Keeper)
+        ]
+    );
+    assert!(
+        matches!(&history[2].change, Change::LinkDeleted { reason, .. } if reason == "wrong person")
+    );
+    let catalogue: Vec<AuditEvent> = node
+        .store
+        .audit_events(&[keys::AUDIT_CATALOGUE_TAG])
+        .unwrap();
+    assert_eq!(catalogue.len(), 1);
+    assert_eq!(catalogue[0].log_index, 5);
+}
+
+async fn populated() -> Node {
+    let mut node = Node::new();
+    for (i, (ssin, value)) in [
+        ("85073003328", "NX123456"),
+        ("75060898009", "ZZ999999"),
+        ("98472899765", "AB654321"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        node.apply(request(
+            Role::Writer,
+            i as i64,
+            create(ssin, value),
+            Some(("c", i as u64)),
+        ))
+        .await;
+    }
+    let deactivate = Action::SetKeyTypeActive(SetKeyTypeActive {
+        code: "PENSION_NUMBER".into(),
+        active: false,
+    });
+    node.apply(request(Role::Keeper, 9, deactivate, None)).await;
+    node
+}
+
+#[tokio::test]
+async fn a_snapshot_carries_the_whole_register_to_another_node() {
+    let mut leader = populated().await;
+    let built = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(4));
+    let current = leader.sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, built.meta);
+
+    let mut follower = Node::new();
+    follower
+        .apply(request(
+            Role::Writer,
+            0,
+            create("85073003328", "QQ000001"),
+            None,
+        ))
+        .await;
+    assert_ne!(follower.rows(), leader.rows());
+    let mut receiving = follower.sm.begin_receiving_snapshot().await.unwrap();
+    let mut source = current.snapshot;
+    tokio::io::copy(&mut source, &mut receiving).await.unwrap();
+    follower
+        .sm
+        .install_snapshot(&current.meta, receiving)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        follower.rows(),
+        leader.rows(),
+        "follower state differs after install"
+    );
+    assert_eq!(
+        follower.sm.applied_state().await.unwrap(),
+        leader.sm.applied_state().await.unwrap()
+    );
+    let installed = follower.sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(installed.meta, current.meta);
+    // Sessions travel with the snapshot: a retry on the new node is still recognised.
+    let retry = follower
+        .apply(request(
+            Role::Writer,
+            20,
+            create("98472899765", "AB654321"),
+            Some(("c", 2)),
+        ))
+        .await;
+    assert_eq!(created_id(&retry), LinkId(3));
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
+    let mut leader = populated().await;
+    leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let current = leader.sm.get_current_snapshot().await.unwrap().unwrap();
+    let path = leader.sm.path(CURRENT);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+
+    let mut follower = Node::new();
+    follower
+        .apply(request(
+            Role::Writer,
+            0,
+            create("85073003328", "QQ000001"),
+            None,
+        ))
+        .await;
+    let before = follower.rows();
+    let mut receiving = follower.sm.begin_receiving_snapshot().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut *receiving, &bytes)
+        .await
+        .unwrap();
+    assert!(
+        follower
+            .sm
+            .install_snapshot(&current.meta, receiving)
+            .await
+            .is_err()
+    );
+    assert_eq!(follower.rows(), before);
+    assert!(follower.sm.get_current_snapshot().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_interrupted_install_is_finished_on_the_next_open() {
+    let mut leader = populated().await;
+    leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    let follower = Node::new();
+    // As if the node died after verifying the received file and clearing part of its state.
+    std::fs::copy(leader.sm.path(CURRENT), follower.sm.path(INSTALLING_FILE)).unwrap();
+    follower.store.set_raft_meta(INSTALLING, &true).unwrap();
+    follower.store.clear_state().unwrap();
+    let reopened = StateMachine::open(follower.store.clone(), &follower.sm.snapshot_dir).unwrap();
+    assert_eq!(follower.rows(), leader.rows());
+    assert!(
+        follower
+            .store
+            .raft_meta::<bool>(INSTALLING)
+            .unwrap()
+            .is_none()
+    );
+    assert!(reopened.path(CURRENT).exists() && !reopened.path(INSTALLING_FILE).exists());
+}
