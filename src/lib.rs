@@ -9,8 +9,13 @@
 //! So far: [`domain`], the pure rules every other layer builds on, and [`store`], the RocksDB
 //! column families they are kept in.
 
+pub mod api;
+pub mod cluster;
 pub mod domain;
+pub mod proto;
 pub mod raft;
+pub mod server;
+pub mod service;
 pub mod store;
 
 #[cfg(test)]

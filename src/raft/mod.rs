@@ -11,6 +11,9 @@
 //! Business rules live in `domain`; this layer only orders, persists and replays commands.
 
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod peer;
 pub mod snapshot;
 pub mod state_machine;
 

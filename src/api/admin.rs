@@ -1,0 +1,143 @@
+//! The `ClusterAdmin` gRPC service: wire mapping over `crate::cluster`.
+//!
+//! Not the leader: `FAILED_PRECONDITION` with the leader's client address in the
+//! `x-linkreg-leader` metadata entry, so tools can retry there.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{self, ClusterError, MemberStatus};
+use crate::proto::linkreg as pb;
+use crate::proto::linkreg::cluster_admin_server::ClusterAdmin;
+use crate::raft::NodeInfo;
+use crate::raft::node::RaftNode;
+
+pub const LEADER_METADATA: &str = "x-linkreg-leader";
+
+pub struct AdminService {
+    node: Arc<RaftNode>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<RaftNode>) -> AdminService {
+        AdminService { node }
+    }
+}
+
+fn to_status(e: ClusterError) -> Status {
+    match &e {
+        ClusterError::NotLeader { leader, .. } => {
+            let mut status = Status::failed_precondition(e.to_string());
+            if let Some(addr) = leader.as_ref().and_then(|l| l.client_addr.parse().ok()) {
+                status.metadata_mut().insert(LEADER_METADATA, addr);
+            }
+            status
+        }
+        ClusterError::Refused(_) => Status::failed_precondition(e.to_string()),
+        ClusterError::Unavailable(_) => Status::unavailable(e.to_string()),
+        ClusterError::StateMachine(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn member(m: &MemberStatus) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        peer_addr: m.info.peer_addr.clone(),
+        client_addr: m.info.client_addr.clone(),
+        http_addr: m.info.http_addr.clone(),
+        role: if m.voter { "voter" } else { "learner" }.into(),
+        matched_index: m.matched_index,
+        lag: m.lag,
+    }
+}
+
+fn membership(status: cluster::Status) -> pb::MembershipResponse {
+    pb::MembershipResponse {
+        members: status.members.iter().map(member).collect(),
+        log_index: status.membership_log_index,
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterAdmin for AdminService {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = cluster::status(&self.node);
+        Ok(Response::new(pb::StatusResponse {
+            node_id: s.node_id,
+            state: s.state.into(),
+            leader_id: s.leader_id,
+            term: s.term,
+            last_log_index: s.last_log_index,
+            applied_index: s.applied_index,
+            snapshot_index: s.snapshot_index,
+            purged_index: s.purged_index,
+            members: s.members.iter().map(member).collect(),
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        if r.peer_addr.trim().is_empty() {
+            return Err(Status::invalid_argument("peer_addr: must not be empty"));
+        }
+        let info = NodeInfo {
+            peer_addr: r.peer_addr,
+            client_addr: r.client_addr,
+            http_addr: r.http_addr,
+        };
+        let status = cluster::add_learner(&self.node, r.id, info)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(membership(status)))
+    }
+
+    async fn promote(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let status = cluster::promote(&self.node, req.get_ref().id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(membership(status)))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let status = cluster::remove(&self.node, req.get_ref().id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(membership(status)))
+    }
+
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let index = cluster::snapshot(&self.node).await.map_err(to_status)?;
+        Ok(Response::new(pb::SnapshotResponse {
+            snapshot_index: index,
+        }))
+    }
+
+    async fn digest(
+        &self,
+        _: Request<pb::DigestRequest>,
+    ) -> Result<Response<pb::DigestResponse>, Status> {
+        let d = cluster::digest(&self.node).map_err(to_status)?;
+        Ok(Response::new(pb::DigestResponse {
+            node_id: self.node.id,
+            applied_index: d.applied.map(|l| l.index),
+            sha256: d.sha256,
+            rows: d.rows,
+        }))
+    }
+}

@@ -1,0 +1,3 @@
+//! Wire front ends. Each maps the layers' errors to its wire format in one place.
+
+pub mod admin;

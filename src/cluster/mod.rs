@@ -1,0 +1,228 @@
+//! Cluster administration: bootstrap and join, membership changes, status, snapshots and the
+//! replica digest. Works through the raft API only; never writes column families itself.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+
+use crate::raft::network::{decode, encode, peer_channel, peer_client};
+use crate::raft::node::RaftNode;
+use crate::raft::peer::JoinResult;
+use crate::raft::state_machine::{self, Digest};
+use crate::raft::{NodeId, NodeInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("node {node} is not the leader{}", leader_hint(.leader_id, .leader))]
+    NotLeader {
+        node: NodeId,
+        leader_id: Option<NodeId>,
+        leader: Option<NodeInfo>,
+    },
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("state machine: {0}")]
+    StateMachine(#[from] crate::raft::StateMachineError),
+}
+
+fn leader_hint(id: &Option<NodeId>, node: &Option<NodeInfo>) -> String {
+    match (id, node) {
+        (Some(id), Some(n)) => format!("; the leader is node {id} (client {})", n.client_addr),
+        (Some(id), None) => format!("; the leader is node {id}"),
+        _ => "; no leader is known".into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub info: NodeInfo,
+    pub voter: bool,
+    pub matched_index: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub node_id: NodeId,
+    pub state: &'static str,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
+    pub membership_log_index: u64,
+}
+
+pub fn status(node: &RaftNode) -> Status {
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, info)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .and_then(|l| l.as_ref().map(|l| l.index));
+            MemberStatus {
+                id: *id,
+                info: info.clone(),
+                voter: voters.contains(id),
+                matched_index: matched,
+                lag: match (m.last_log_index, matched) {
+                    (Some(last), Some(matched)) => Some(last.saturating_sub(matched)),
+                    _ => None,
+                },
+            }
+        })
+        .collect();
+    Status {
+        node_id: node.id,
+        state: match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        },
+        leader_id: m.current_leader,
+        term: m.current_term,
+        last_log_index: m.last_log_index,
+        applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
+        members,
+        membership_log_index: m.membership_config.log_id().map_or(0, |l| l.index),
+    }
+}
+
+fn write_error(
+    node: &RaftNode,
+    e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
+) -> ClusterError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterError::NotLeader {
+            node: node.id,
+            leader_id: f.leader_id,
+            leader: f.leader_node,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            ClusterError::Refused(c.to_string())
+        }
+        RaftError::Fatal(f) => ClusterError::Unavailable(f.to_string()),
+    }
+}
+
+/// Adds a learner and waits until it has caught up with the log.
+pub async fn add_learner(
+    node: &RaftNode,
+    id: NodeId,
+    info: NodeInfo,
+) -> Result<Status, ClusterError> {
+    node.raft
+        .add_learner(id, info, true)
+        .await
+        .map_err(|e| write_error(node, e))?;
+    Ok(status(node))
+}
+
+pub async fn promote(node: &RaftNode, id: NodeId) -> Result<Status, ClusterError> {
+    let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+    node.raft
+        .change_membership(change, false)
+        .await
+        .map_err(|e| write_error(node, e))?;
+    Ok(status(node))
+}
+
+/// Removes a voter or a learner from the cluster.
+pub async fn remove(node: &RaftNode, id: NodeId) -> Result<Status, ClusterError> {
+    let current = status(node);
+    let member = current
+        .members
+        .iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| ClusterError::Refused(format!("node {id} is not a member")))?;
+    let change = if member.voter {
+        if current.members.iter().filter(|m| m.voter).count() == 1 {
+            return Err(ClusterError::Refused(format!(
+                "node {id} is the last voter"
+            )));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    node.raft
+        .change_membership(change, false)
+        .await
+        .map_err(|e| write_error(node, e))?;
+    Ok(status(node))
+}
+
+/// Builds a snapshot now and waits for it (up to a minute).
+pub async fn snapshot(node: &RaftNode) -> Result<Option<u64>, ClusterError> {
+    let applied = node.raft.metrics().borrow().last_applied;
+    node.raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+    let index = applied.map(|l| l.index);
+    let m = node
+        .raft
+        .wait(Some(Duration::from_secs(60)))
+        .metrics(|m| m.snapshot.map(|s| s.index) >= index, "snapshot built")
+        .await
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+    Ok(m.snapshot.map(|s| s.index))
+}
+
+pub fn digest(node: &RaftNode) -> Result<Digest, ClusterError> {
+    Ok(state_machine::digest(&node.store)?)
+}
+
+/// Asks the cluster reachable at `peer_addr` to make this node a voter, following redirects to
+/// the leader. A no-op for a node that already is one.
+pub async fn join(node: &RaftNode, peer_addr: &str, timeout: Duration) -> Result<(), ClusterError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut target = peer_addr.to_string();
+    loop {
+        let attempt = async {
+            let mut client = peer_client(peer_channel(&target).map_err(|e| e.to_string())?);
+            let reply = client
+                .join(encode(&(node.id, node.info.clone())).map_err(|e| e.to_string())?)
+                .await
+                .map_err(|e| e.to_string())?;
+            decode::<JoinResult>(reply.get_ref()).map_err(|e| e.to_string())
+        }
+        .await;
+        match attempt {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                if let Some(leader) = f.leader_node {
+                    target = leader.peer_addr;
+                }
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                tracing::info!("join refused for now ({e}); retrying");
+            }
+            Ok(Err(e)) => tracing::info!("join failed ({e}); retrying"),
+            Err(e) => tracing::info!("cannot reach {target} to join ({e}); retrying"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClusterError::Unavailable(format!(
+                "could not join through {peer_addr} within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,233 @@
+//! Peer network, client side: openraft's RPCs as calls to the other members' `RaftPeer` gRPC
+//! service, with payloads in the store codec. Also the fault injection the test harness uses to
+//! drop, delay and partition traffic between chosen nodes (empty in production).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{NodeId, NodeInfo, TypeConfig};
+use crate::proto::raft::Payload;
+use crate::proto::raft::raft_peer_client::RaftPeerClient;
+use crate::store::codec;
+
+/// Large enough for a snapshot chunk or a full append-entries batch.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Traffic rules between nodes, consulted before every outgoing peer call.
+#[derive(Debug, Default)]
+pub struct Faults {
+    state: Mutex<FaultState>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    /// (from, to) pairs whose messages are dropped.
+    cut: HashSet<(NodeId, NodeId)>,
+    delay: HashMap<(NodeId, NodeId), Duration>,
+}
+
+impl Faults {
+    fn with<T>(&self, f: impl FnOnce(&mut FaultState) -> T) -> T {
+        // A poisoned lock only means a test thread panicked while holding it; the sets are
+        // still usable.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut state)
+    }
+
+    /// Drops every message between `a` and `b`, both ways.
+    pub fn cut(&self, a: NodeId, b: NodeId) {
+        self.with(|s| {
+            s.cut.insert((a, b));
+            s.cut.insert((b, a));
+        });
+    }
+
+    /// Cuts `node` off from each of `others`.
+    pub fn isolate(&self, node: NodeId, others: &[NodeId]) {
+        for other in others {
+            if *other != node {
+                self.cut(node, *other);
+            }
+        }
+    }
+
+    pub fn delay(&self, from: NodeId, to: NodeId, by: Duration) {
+        self.with(|s| s.delay.insert((from, to), by));
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.with(|s| {
+            s.cut.clear();
+            s.delay.clear();
+        });
+    }
+
+    /// Whether `from` may currently reach `to` (the service's forwards obey the same faults).
+    pub fn allows(&self, from: NodeId, to: NodeId) -> Result<(), String> {
+        self.with(|s| {
+            if s.cut.contains(&(from, to)) {
+                Err(format!("fault injection: {from} -> {to} cut"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn check(&self, from: NodeId, to: NodeId) -> Result<Option<Duration>, Unreachable> {
+        self.with(|s| {
+            if s.cut.contains(&(from, to)) {
+                Err(Unreachable::new(&std::io::Error::other(format!(
+                    "fault injection: {from} -> {to} cut"
+                ))))
+            } else {
+                Ok(s.delay.get(&(from, to)).copied())
+            }
+        })
+    }
+}
+
+/// A gRPC channel to a peer's address (lazily connected, reconnects by itself).
+pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+pub fn peer_client(channel: Channel) -> RaftPeerClient<Channel> {
+    RaftPeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Payload, tonic::Status> {
+    codec::encode(value)
+        .map(|data| Payload { data })
+        .map_err(|e| tonic::Status::internal(format!("encoding a peer message: {e}")))
+}
+
+pub fn decode<T: DeserializeOwned>(payload: &Payload) -> Result<T, tonic::Status> {
+    codec::decode(&payload.data)
+        .map_err(|e| tonic::Status::invalid_argument(format!("decoding a peer message: {e}")))
+}
+
+#[derive(Clone)]
+pub struct Network {
+    pub from: NodeId,
+    pub faults: Arc<Faults>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConnection {
+        PeerConnection {
+            from: self.from,
+            target,
+            client: peer_channel(&node.peer_addr)
+                .map(peer_client)
+                .map_err(|e| e.to_string()),
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+pub struct PeerConnection {
+    from: NodeId,
+    target: NodeId,
+    client: Result<RaftPeerClient<Channel>, String>,
+    faults: Arc<Faults>,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
+
+impl PeerConnection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        request: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if let Some(delay) = self.faults.check(self.from, self.target)? {
+            tokio::time::sleep(delay).await;
+        }
+        let client = match &mut self.client {
+            Ok(client) => client,
+            Err(reason) => {
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &std::io::Error::other(reason.clone()),
+                )));
+            }
+        };
+        let network = |e: &dyn std::fmt::Display| {
+            RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
+        };
+        let payload = encode(request).map_err(|e| network(&e))?;
+        let mut req = tonic::Request::new(payload);
+        req.set_timeout(option.hard_ttl());
+        let reply = match method {
+            Method::AppendEntries => client.append_entries(req).await,
+            Method::Vote => client.vote(req).await,
+            Method::InstallSnapshot => client.install_snapshot(req).await,
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+            _ => network(&status),
+        })?;
+        let decoded: Result<Resp, RaftError<NodeId, E>> =
+            decode(reply.get_ref()).map_err(|e| network(&e))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call(Method::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(Method::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call(Method::Vote, &rpc, &option).await
+    }
+}

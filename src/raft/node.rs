@@ -1,0 +1,163 @@
+//! One member: its store, log store, state machine, network, and the openraft instance over them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::{Config, Raft, SnapshotPolicy};
+
+use super::network::{Faults, MAX_MESSAGE, Network};
+use super::peer::PeerService;
+use super::{LogStore, NodeId, NodeInfo, StateMachine, StateMachineError, TypeConfig};
+use crate::proto::raft::raft_peer_server::RaftPeerServer;
+use crate::store::{Store, StoreError};
+
+/// Timing and compaction knobs. Defaults suit a LAN or containers on a busy two-core machine;
+/// tests shrink the snapshot threshold to exercise snapshots.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so slightly lagging followers need no snapshot.
+    pub keep_behind_snapshot: u64,
+    /// openraft purges only once this many entries can go at once.
+    pub purge_batch: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+            snapshot_every: 20_000,
+            keep_behind_snapshot: 5_000,
+            purge_batch: 256,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    StateMachine(#[from] StateMachineError),
+    #[error("raft configuration: {0}")]
+    Config(String),
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}
+
+pub struct RaftNode {
+    pub id: NodeId,
+    pub info: NodeInfo,
+    pub raft: Raft<TypeConfig>,
+    pub store: Arc<Store>,
+    pub faults: Arc<Faults>,
+}
+
+impl RaftNode {
+    /// Opens (or creates) the node's state in `data_dir` and starts raft. A restarted node
+    /// recovers from its own data: the log, its vote and its state machine.
+    pub async fn start(
+        id: NodeId,
+        info: NodeInfo,
+        data_dir: &Path,
+        tuning: &Tuning,
+        faults: Arc<Faults>,
+    ) -> Result<RaftNode, NodeError> {
+        let config = Config {
+            cluster_name: "linkreg".into(),
+            heartbeat_interval: tuning.heartbeat_ms,
+            election_timeout_min: tuning.election_min_ms,
+            election_timeout_max: tuning.election_max_ms,
+            // A chunk may queue behind appends on a loaded machine; 200 ms (the default)
+            // makes large snapshot transfers restart forever.
+            install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+            max_in_snapshot_log_to_keep: tuning.keep_behind_snapshot,
+            purge_batch_size: tuning.purge_batch,
+            max_payload_entries: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+        debug_assert!(config.snapshot_max_chunk_size as usize <= MAX_MESSAGE);
+        let dir = data_dir.to_path_buf();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir.join("db")))
+            .await
+            .map_err(|e| NodeError::Fatal(e.to_string()))??;
+        let store = Arc::new(store);
+        let sm = StateMachine::open(store.clone(), &data_dir.join("snapshots"))?;
+        let network = Network {
+            from: id,
+            faults: faults.clone(),
+        };
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            network,
+            LogStore::new(store.clone()),
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        Ok(RaftNode {
+            id,
+            info,
+            raft,
+            store,
+            faults,
+        })
+    }
+
+    /// Makes this node a one-voter cluster if it has never been part of one. Returns whether it
+    /// did; safe to call on every start.
+    pub async fn initialize_if_new(&self) -> Result<bool, NodeError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        if initialized {
+            return Ok(false);
+        }
+        let members = BTreeMap::from([(self.id, self.info.clone())]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        Ok(true)
+    }
+
+    pub fn peer_service(&self) -> RaftPeerServer<PeerService> {
+        RaftPeerServer::new(PeerService::new(self.raft.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// Whether fault injection lets this node talk to `peer` (always, outside tests).
+    pub fn faults_allow(&self, peer: &NodeInfo) -> Result<(), String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let target = membership
+            .nodes()
+            .find(|(_, n)| n.peer_addr == peer.peer_addr)
+            .map(|(id, _)| *id);
+        match target {
+            Some(to) => self.faults.allows(self.id, to),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node = self.id, "raft shutdown: {e}");
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! A running node: raft, the peer listener and the client listener, until shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::admin::AdminService;
+use crate::cluster;
+use crate::proto::linkreg::cluster_admin_server::ClusterAdminServer;
+use crate::raft::network::Faults;
+use crate::raft::node::{NodeError, RaftNode, Tuning};
+use crate::raft::{NodeId, NodeInfo};
+use crate::service::Service;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// What other members and clients should dial (differs from the bind address in containers).
+    pub advertise: NodeInfo,
+    pub init: bool,
+    pub join: Option<String>,
+    pub tuning: Tuning,
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Join(#[from] cluster::ClusterError),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A started node with its listeners; dropping the shutdown sender or sending `true` stops them.
+pub struct Running {
+    pub node: Arc<RaftNode>,
+    pub service: Arc<Service>,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Starts raft and both listeners. Listening starts before bootstrap or join, because joining
+/// needs the leader to reach this node's peer listener.
+pub async fn start(config: NodeConfig, faults: Arc<Faults>) -> Result<Running, ServerError> {
+    let peer_listener = bind(config.peer_addr).await?;
+    let client_listener = bind(config.client_addr).await?;
+    let peer_addr = peer_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.peer_addr,
+            source,
+        })?;
+    let client_addr = client_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.client_addr,
+            source,
+        })?;
+    let node = Arc::new(
+        RaftNode::start(
+            config.id,
+            config.advertise.clone(),
+            &config.data_dir,
+            &config.tuning,
+            faults,
+        )
+        .await?,
+    );
+    let service = Arc::new(Service::new(node.clone(), config.write_timeout));
+    let (shutdown, signal) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let peer = tonic::transport::Server::builder()
+        .add_service(node.peer_service())
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(peer_listener),
+            stopped(signal.clone()),
+        );
+    let client = tonic::transport::Server::builder()
+        .add_service(ClusterAdminServer::new(AdminService::new(node.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(signal));
+    let tasks = vec![tokio::spawn(peer), tokio::spawn(client)];
+    let running = Running {
+        node,
+        service,
+        client_addr,
+        peer_addr,
+        shutdown,
+        tasks,
+    };
+    if config.init && running.node.initialize_if_new().await? {
+        tracing::info!(node = config.id, "initialized a new single-voter cluster");
+    }
+    if let Some(target) = &config.join {
+        cluster::join(&running.node, target, Duration::from_secs(120)).await?;
+        tracing::info!(
+            node = config.id,
+            "member of the cluster reached through {target}"
+        );
+    }
+    Ok(running)
+}
+
+impl Running {
+    /// Stops listening and shuts raft down; the store closes when the last handle goes.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("listener stopped with an error: {e}"),
+                Err(e) => tracing::warn!("listener task failed: {e}"),
+            }
+        }
+        self.node.shutdown().await;
+    }
+}

@@ -1,0 +1,358 @@
+//! The one entry point both front ends call. Writes go through raft (forwarded to the leader
+//! when this node is not it); reads are answered from this node's state machine, optionally after
+//! a ReadIndex round so they are linearizable.
+//!
+//! ```text
+//!   write ─► leader known? ──no──► wait (bounded) for an election
+//!              │ yes
+//!              ├─ self:  raft.client_write
+//!              └─ other: RaftPeer.Forward ─► leader's raft.client_write
+//!   read  ─► [linearizable: read index from the leader, wait until applied here] ─► local store
+//! ```
+//!
+//! Retries inside the service are limited to attempts that cannot have been applied (no leader
+//! known, or refused by a non-leader before appending). A write whose fate is unknown (timeout,
+//! connection lost after sending) is retried only when it carries a client session, whose
+//! recorded answer makes the retry safe; otherwise it is reported as `OutcomeUnknown`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::domain::query::{self, ForeignKeyQuery, SsinQuery};
+use crate::domain::{
+    Action, Caller, Command, DomainError, KeyType, Link, LinkId, RegisterView, Timestamp, Verdict,
+};
+use crate::proto::raft::raft_peer_client::RaftPeerClient;
+use crate::raft::network::{decode, encode, peer_channel, peer_client};
+use crate::raft::node::RaftNode;
+use crate::raft::peer::{ReadIndexResult, WriteResult};
+use crate::raft::{ClientRequest, NodeId, NodeInfo, Request, Response};
+use crate::store::StoreError;
+
+pub const CLIENT_ID_MAX: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no leader reachable within {0:?}; the request was not applied, retry")]
+    Unavailable(Duration),
+    #[error("the outcome is unknown ({0}); retry with a client id and request id to learn it")]
+    OutcomeUnknown(String),
+    #[error("request {request_id} is older than this client's last request {last_request_id}")]
+    StaleRequest {
+        request_id: u64,
+        last_request_id: u64,
+    },
+    #[error("client_id: {0}")]
+    InvalidClientId(&'static str),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// This node's applied state: fastest, possibly behind the leader by replication lag.
+    #[default]
+    Local,
+    /// Reflects every write acknowledged before the read started.
+    Linearizable,
+}
+
+/// Which node answered a read, and how far its state had got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadMeta {
+    pub node_id: NodeId,
+    pub applied_index: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub verdict: Verdict,
+    pub log_index: u64,
+}
+
+pub struct Service {
+    node: Arc<RaftNode>,
+    write_timeout: Duration,
+    peers: Mutex<HashMap<String, RaftPeerClient<Channel>>>,
+}
+
+enum Attempt {
+    Done(Response, u64),
+    /// Refused before being appended: safe to send again.
+    NotLeader,
+    /// Sent, fate unknown.
+    Unknown(String),
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_datetime(OffsetDateTime::now_utc())
+}
+
+impl Service {
+    pub fn new(node: Arc<RaftNode>, write_timeout: Duration) -> Service {
+        Service {
+            node,
+            write_timeout,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn node(&self) -> &Arc<RaftNode> {
+        &self.node
+    }
+
+    /// Replicates one command and returns the verdict every node reached on it.
+    pub async fn write(
+        &self,
+        caller: Caller,
+        action: Action,
+        session: Option<ClientRequest>,
+    ) -> Result<WriteOutcome, ServiceError> {
+        if let Some(s) = &session {
+            if s.client_id.trim().is_empty() {
+                return Err(ServiceError::InvalidClientId("must not be empty"));
+            }
+            if s.client_id.chars().count() > CLIENT_ID_MAX {
+                return Err(ServiceError::InvalidClientId("longer than 128 characters"));
+            }
+        }
+        let request = Request {
+            command: Command {
+                caller,
+                at: now(),
+                action,
+            },
+            session,
+        };
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            let (leader, leader_node) = self.leader(deadline).await?;
+            let attempt = if leader == self.node.id {
+                self.write_here(&request, deadline).await
+            } else {
+                self.write_at(&leader_node, &request, deadline).await
+            };
+            match attempt {
+                Attempt::Done(response, log_index) => {
+                    return match response {
+                        Response::Verdict(verdict) => Ok(WriteOutcome {
+                            verdict: *verdict,
+                            log_index,
+                        }),
+                        Response::Stale { last_request_id } => Err(ServiceError::StaleRequest {
+                            request_id: request.session.as_ref().map_or(0, |s| s.request_id),
+                            last_request_id,
+                        }),
+                        Response::None => Err(ServiceError::Internal(
+                            "a command entry produced no verdict".into(),
+                        )),
+                    };
+                }
+                Attempt::NotLeader => {}
+                Attempt::Unknown(reason) => {
+                    if request.session.is_none() || Instant::now() >= deadline {
+                        return Err(ServiceError::OutcomeUnknown(reason));
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ServiceError::Unavailable(self.write_timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The current leader, waiting for an election to finish if there is none.
+    async fn leader(&self, deadline: Instant) -> Result<(NodeId, NodeInfo), ServiceError> {
+        let mut metrics = self.node.raft.metrics();
+        loop {
+            let known = {
+                let m = metrics.borrow_and_update();
+                m.current_leader.and_then(|id| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| (id, n.clone()))
+                })
+            };
+            if let Some(leader) = known {
+                return Ok(leader);
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ServiceError::Internal("raft has stopped".into())),
+                Err(_) => return Err(ServiceError::Unavailable(self.write_timeout)),
+            }
+        }
+    }
+
+    async fn write_here(&self, request: &Request, deadline: Instant) -> Attempt {
+        let result =
+            tokio::time::timeout_at(deadline, self.node.raft.client_write(request.clone())).await;
+        match result {
+            Err(_) => Attempt::Unknown("timed out waiting for the commit".into()),
+            Ok(Ok(r)) => Attempt::Done(r.data, r.log_id.index),
+            Ok(Err(e)) => classify(e),
+        }
+    }
+
+    fn peer(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = peers.get(addr) {
+            return Ok(client.clone());
+        }
+        let client = peer_client(peer_channel(addr).map_err(|e| e.to_string())?);
+        peers.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    async fn write_at(&self, leader: &NodeInfo, request: &Request, deadline: Instant) -> Attempt {
+        let mut client = match self.peer(&leader.peer_addr) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Unknown(e),
+        };
+        if let Err(e) = self.node.faults_allow(leader) {
+            return Attempt::Unknown(e);
+        }
+        let payload = match encode(request) {
+            Ok(p) => p,
+            Err(e) => return Attempt::Unknown(e.to_string()),
+        };
+        let mut grpc = tonic::Request::new(payload);
+        grpc.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let reply = match client.forward(grpc).await {
+            Ok(reply) => reply,
+            Err(status) if never_delivered(&status) => return Attempt::NotLeader,
+            Err(status) => return Attempt::Unknown(format!("forwarding to the leader: {status}")),
+        };
+        match decode::<WriteResult>(reply.get_ref()) {
+            Ok(Ok((response, log_id))) => Attempt::Done(response, log_id.index),
+            Ok(Err(e)) => classify(e),
+            Err(status) => Attempt::Unknown(status.to_string()),
+        }
+    }
+
+    /// Waits until this node has applied everything acknowledged before the call.
+    async fn linearize(&self) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            let (leader, leader_node) = self.leader(deadline).await?;
+            let read_index = if leader == self.node.id {
+                self.node.raft.ensure_linearizable().await.ok()
+            } else {
+                self.remote_read_index(&leader_node, deadline).await
+            };
+            if let Some(index) = read_index {
+                let wanted = index.map(|l| l.index);
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                self.node
+                    .raft
+                    .wait(Some(timeout))
+                    .applied_index_at_least(wanted, "linearizable read")
+                    .await
+                    .map_err(|_| ServiceError::Unavailable(self.write_timeout))?;
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ServiceError::Unavailable(self.write_timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn remote_read_index(
+        &self,
+        leader: &NodeInfo,
+        deadline: Instant,
+    ) -> Option<Option<crate::raft::LogId>> {
+        self.node.faults_allow(leader).ok()?;
+        let mut client = self.peer(&leader.peer_addr).ok()?;
+        let mut grpc = tonic::Request::new(encode(&()).ok()?);
+        grpc.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let reply = client.read_index(grpc).await.ok()?;
+        decode::<ReadIndexResult>(reply.get_ref()).ok()?.ok()
+    }
+
+    async fn read_meta(&self, consistency: Consistency) -> Result<ReadMeta, ServiceError> {
+        if consistency == Consistency::Linearizable {
+            self.linearize().await?;
+        }
+        let applied = self
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index);
+        Ok(ReadMeta {
+            node_id: self.node.id,
+            applied_index: applied,
+        })
+    }
+
+    pub async fn search_by_ssin(
+        &self,
+        query: &SsinQuery,
+        consistency: Consistency,
+    ) -> Result<(Result<Vec<Link>, DomainError>, ReadMeta), ServiceError> {
+        let meta = self.read_meta(consistency).await?;
+        let links = query::search_by_ssin(&*self.node.store, query, now().belgian_date_bound())?;
+        Ok((links, meta))
+    }
+
+    pub async fn search_by_foreign_key(
+        &self,
+        query: &ForeignKeyQuery,
+        consistency: Consistency,
+    ) -> Result<(Result<Vec<Link>, DomainError>, ReadMeta), ServiceError> {
+        let meta = self.read_meta(consistency).await?;
+        let links = query::search_by_foreign_key(&*self.node.store, query)?;
+        Ok((links, meta))
+    }
+
+    pub async fn get_link(
+        &self,
+        id: u64,
+        consistency: Consistency,
+    ) -> Result<(Option<Link>, ReadMeta), ServiceError> {
+        let meta = self.read_meta(consistency).await?;
+        Ok((self.node.store.link(LinkId(id))?, meta))
+    }
+
+    pub async fn key_types(
+        &self,
+        consistency: Consistency,
+    ) -> Result<(Vec<KeyType>, ReadMeta), ServiceError> {
+        let meta = self.read_meta(consistency).await?;
+        Ok((self.node.store.key_types()?, meta))
+    }
+}
+
+/// A refused TCP connection carried no request: the leader we knew is gone, ask again.
+fn never_delivered(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn classify(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Attempt {
+    match e {
+        // Refused by a node that is not (or no longer) leader; openraft answers so before
+        // appending, or after the entry was truncated away by a newer leader.
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Attempt::NotLeader,
+        other => Attempt::Unknown(other.to_string()),
+    }
+}

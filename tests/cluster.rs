@@ -1,0 +1,468 @@
+//! Real nodes in one process (real RocksDB, real gRPC on loopback) with a network that can be
+//! cut between chosen nodes: replication, failover, partitions, restarts, snapshots, membership
+//! and exactly-once retries. Every test ends with equal digests on all members.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use linkreg::cluster;
+use linkreg::domain::command::CreateLink;
+use linkreg::domain::query::SsinQuery;
+use linkreg::domain::{Action, Caller, LinkId, Organization, Outcome, Role, Ssin};
+use linkreg::raft::network::Faults;
+use linkreg::raft::node::Tuning;
+use linkreg::raft::{ClientRequest, NodeInfo};
+use linkreg::server::{self, NodeConfig, Running};
+use linkreg::service::{Consistency, ServiceError};
+use tempfile::TempDir;
+
+struct Member {
+    dir: TempDir,
+    peer: SocketAddr,
+    client: SocketAddr,
+    running: Option<Running>,
+}
+
+struct Cluster {
+    faults: Arc<Faults>,
+    members: BTreeMap<u64, Member>,
+    tuning: Tuning,
+}
+
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().expect("bound address")
+}
+
+fn tuning() -> Tuning {
+    Tuning {
+        heartbeat_ms: 50,
+        election_min_ms: 300,
+        election_max_ms: 600,
+        snapshot_every: 1_000_000,
+        keep_behind_snapshot: 5,
+        purge_batch: 1,
+    }
+}
+
+impl Cluster {
+    async fn new(size: u64, tuning: Tuning) -> Cluster {
+        let mut cluster = Cluster {
+            faults: Arc::new(Faults::default()),
+            members: BTreeMap::new(),
+            tuning,
+        };
+        for id in 1..=size {
+            cluster.add(id).await;
+        }
+        cluster
+    }
+
+    fn config(&self, id: u64, init: bool, join: Option<String>) -> NodeConfig {
+        let m = &self.members[&id];
+        NodeConfig {
+            id,
+            data_dir: m.dir.path().to_path_buf(),
+            client_addr: m.client,
+            peer_addr: m.peer,
+            http_addr: free_addr(),
+            advertise: NodeInfo {
+                peer_addr: m.peer.to_string(),
+                client_addr: m.client.to_string(),
+                http_addr: String::new(),
+            },
+            init,
+            join,
+            tuning: self.tuning.clone(),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Starts a new node: the first bootstraps, the others join through node 1.
+    async fn add(&mut self, id: u64) {
+        self.members.insert(
+            id,
+            Member {
+                dir: tempfile::tempdir().unwrap(),
+                peer: free_addr(),
+                client: free_addr(),
+                running: None,
+            },
+        );
+        let join = (id != 1).then(|| self.members[&1].peer.to_string());
+        let config = self.config(id, id == 1, join);
+        let running = server::start(config, self.faults.clone())
+            .await
+            .expect("node starts");
+        self.members.get_mut(&id).unwrap().running = Some(running);
+    }
+
+    async fn stop(&mut self, id: u64) {
+        let running = self
+            .members
+            .get_mut(&id)
+            .unwrap()
+            .running
+            .take()
+            .expect("running");
+        running.stop().await;
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let config = self.config(id, false, None);
+        let mut attempts = 0;
+        let running = loop {
+            // The previous instance's RocksDB lock goes once its last task has ended.
+            match server::start(config.clone(), self.faults.clone()).await {
+                Ok(r) => break r,
+                Err(e) if attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = e;
+                }
+                Err(e) => panic!("node {id} does not restart: {e}"),
+            }
+        };
+        self.members.get_mut(&id).unwrap().running = Some(running);
+    }
+
+    fn node(&self, id: u64) -> &Running {
+        self.members[&id].running.as_ref().expect("running")
+    }
+
+    fn running(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.running.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The leader as seen by a majority-side node, waiting for an election if needed.
+    async fn leader(&self, among: &[u64]) -> u64 {
+        for _ in 0..200 {
+            for id in among {
+                let s = cluster::status(&self.node(*id).node);
+                if s.state == "leader" && among.contains(&s.node_id) {
+                    return s.node_id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader among {among:?}");
+    }
+
+    /// Waits until every running node has applied the same index, then checks their digests.
+    async fn converge(&self) -> u64 {
+        let ids = self.running();
+        for _ in 0..300 {
+            let applied: Vec<_> = ids
+                .iter()
+                .map(|id| cluster::status(&self.node(*id).node).applied_index)
+                .collect();
+            let last: Vec<_> = ids
+                .iter()
+                .map(|id| cluster::status(&self.node(*id).node).last_log_index)
+                .collect();
+            if applied.windows(2).all(|w| w[0] == w[1]) && applied.first() == last.iter().max() {
+                let digests: Vec<_> = ids
+                    .iter()
+                    .map(|id| cluster::digest(&self.node(*id).node).unwrap())
+                    .collect();
+                for (id, d) in ids.iter().zip(&digests) {
+                    assert_eq!(
+                        d.sha256, digests[0].sha256,
+                        "node {id} differs from node {}",
+                        ids[0]
+                    );
+                    assert_eq!(d.applied, digests[0].applied);
+                }
+                return applied[0].unwrap_or(0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nodes {ids:?} did not converge");
+    }
+
+    async fn shutdown(mut self) {
+        for id in self.running() {
+            self.stop(id).await;
+        }
+    }
+}
+
+fn writer() -> Caller {
+    Caller {
+        organization: Organization::new("Test institution", "0123456749").unwrap(),
+        role: Role::Writer,
+    }
+}
+
+/// A distinct valid SSIN per n (national register numbers born 1950-1999).
+fn ssin(n: u64) -> String {
+    let year = 1950 + (n % 50) as i32;
+    let month = 1 + ((n / 50) % 12) as u8;
+    let day = 1 + ((n / 600) % 28) as u8;
+    let counter = 1 + (n % 997) as u16;
+    Ssin::compose(year, month, day, counter).unwrap().as_str()
+}
+
+fn create(n: u64) -> Action {
+    Action::CreateLink(CreateLink {
+        ssin: ssin(n),
+        country: "NL".into(),
+        key_type: "PASSPORT".into(),
+        value: format!("NX{n:07}"),
+        ..Default::default()
+    })
+}
+
+fn session(client: &str, request: u64) -> Option<ClientRequest> {
+    Some(ClientRequest {
+        client_id: client.into(),
+        request_id: request,
+    })
+}
+
+async fn create_at(
+    c: &Cluster,
+    node: u64,
+    n: u64,
+    s: Option<ClientRequest>,
+) -> Result<LinkId, ServiceError> {
+    let outcome = c.node(node).service.write(writer(), create(n), s).await?;
+    match outcome.verdict.expect("the rules accept the link") {
+        linkreg::domain::Decision {
+            outcome: Outcome::Link(link),
+            ..
+        } => Ok(link.id),
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+/// Every acknowledged link is on `node`, exactly once.
+async fn assert_links(c: &Cluster, node: u64, acknowledged: &BTreeMap<u64, LinkId>) {
+    for (n, id) in acknowledged {
+        let q = SsinQuery {
+            ssin: ssin(*n),
+            ..Default::default()
+        };
+        let (found, _) = c
+            .node(node)
+            .service
+            .search_by_ssin(&q, Consistency::Local)
+            .await
+            .unwrap();
+        let ids: Vec<_> = found.unwrap().into_iter().map(|l| l.id).collect();
+        assert_eq!(ids, [*id], "node {node}, link for person {n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_any_node_replicate_to_all() {
+    let c = Cluster::new(3, tuning()).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let mut acked = BTreeMap::new();
+    for n in 0..30 {
+        let via = 1 + n % 3;
+        acked.insert(n, create_at(&c, via, n, None).await.unwrap());
+    }
+    c.converge().await;
+    for id in [1, 2, 3] {
+        assert_links(&c, id, &acked).await;
+    }
+    let status = cluster::status(&c.node(leader).node);
+    assert_eq!(status.members.iter().filter(|m| m.voter).count(), 3);
+    // A linearizable read on a follower sees a write acknowledged just before.
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let id = create_at(&c, leader, 100, None).await.unwrap();
+    let (found, meta) = c
+        .node(follower)
+        .service
+        .get_link(id.0, Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert!(
+        found.is_some(),
+        "linearizable read missed an acknowledged write"
+    );
+    assert_eq!(meta.node_id, follower);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_crash_writes_continue_and_the_old_leader_catches_up() {
+    let mut c = Cluster::new(3, tuning()).await;
+    let mut acked = BTreeMap::new();
+    for n in 0..10 {
+        acked.insert(n, create_at(&c, 1, n, None).await.unwrap());
+    }
+    let old = c.leader(&[1, 2, 3]).await;
+    c.stop(old).await;
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    for n in 10..20 {
+        acked.insert(
+            n,
+            create_at(&c, rest[(n % 2) as usize], n, None)
+                .await
+                .unwrap(),
+        );
+    }
+    c.restart(old).await;
+    c.converge().await;
+    for id in [1, 2, 3] {
+        assert_links(&c, id, &acked).await;
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_commits_nothing_and_loses_no_acknowledged_write() {
+    let c = Cluster::new(3, tuning()).await;
+    let mut acked = BTreeMap::new();
+    for n in 0..5 {
+        acked.insert(n, create_at(&c, 1, n, None).await.unwrap());
+    }
+    let old = c.leader(&[1, 2, 3]).await;
+    let majority: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    c.faults.isolate(old, &[1, 2, 3]);
+    // The minority side cannot commit: the write is not acknowledged.
+    let lost = create_at(&c, old, 50, session("minority", 1)).await;
+    assert!(
+        lost.is_err(),
+        "an isolated leader acknowledged a write: {lost:?}"
+    );
+    let new = c.leader(&majority).await;
+    assert_ne!(new, old);
+    for n in 5..10 {
+        acked.insert(
+            n,
+            create_at(&c, majority[(n % 2) as usize], n, None)
+                .await
+                .unwrap(),
+        );
+    }
+    c.faults.heal();
+    c.converge().await;
+    for id in [1, 2, 3] {
+        assert_links(&c, id, &acked).await;
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_gives_one_link_across_a_failover() {
+    let mut c = Cluster::new(3, tuning()).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let first = create_at(&c, leader, 7, session("client-a", 1))
+        .await
+        .unwrap();
+    c.stop(leader).await;
+    let other = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    // The client never saw the answer and retries through another node.
+    let retried = create_at(&c, other, 7, session("client-a", 1))
+        .await
+        .unwrap();
+    assert_eq!(retried, first);
+    c.restart(leader).await;
+    c.converge().await;
+    let mut acked = BTreeMap::new();
+    acked.insert(7, first);
+    for id in [1, 2, 3] {
+        assert_links(&c, id, &acked).await;
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_catches_up_through_a_snapshot_after_the_log_was_purged() {
+    let tuning = Tuning {
+        snapshot_every: 20,
+        keep_behind_snapshot: 5,
+        ..tuning()
+    };
+    let mut c = Cluster::new(3, tuning).await;
+    let mut acked = BTreeMap::new();
+    for n in 0..60 {
+        acked.insert(n, create_at(&c, 1, n, None).await.unwrap());
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    cluster::snapshot(&c.node(leader).node).await.unwrap();
+    let status = cluster::status(&c.node(leader).node);
+    assert!(
+        status.purged_index.unwrap_or(0) > 10,
+        "log was not purged: {status:?}"
+    );
+    c.add(4).await;
+    c.converge().await;
+    let joined = cluster::status(&c.node(4).node);
+    assert!(
+        joined.snapshot_index.is_some(),
+        "node 4 did not get a snapshot: {joined:?}"
+    );
+    assert_links(&c, 4, &acked).await;
+    let leader_view = cluster::status(&c.node(c.leader(&[1, 2, 3, 4]).await).node);
+    assert_eq!(leader_view.members.iter().filter(|m| m.voter).count(), 4);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_add_promote_remove() {
+    let mut c = Cluster::new(1, tuning()).await;
+    create_at(&c, 1, 1, None).await.unwrap();
+    // Node 2 runs but is not yet a member.
+    c.members.insert(
+        2,
+        Member {
+            dir: tempfile::tempdir().unwrap(),
+            peer: free_addr(),
+            client: free_addr(),
+            running: None,
+        },
+    );
+    let config = c.config(2, false, None);
+    c.members.get_mut(&2).unwrap().running =
+        Some(server::start(config, c.faults.clone()).await.unwrap());
+    let info = c.node(2).node.info.clone();
+    let s = cluster::add_learner(&c.node(1).node, 2, info)
+        .await
+        .unwrap();
+    assert!(s.members.iter().any(|m| m.id == 2 && !m.voter));
+    let s = cluster::promote(&c.node(1).node, 2).await.unwrap();
+    assert!(s.members.iter().any(|m| m.id == 2 && m.voter));
+    c.converge().await;
+    // Refusals say why.
+    let err = cluster::remove(&c.node(1).node, 9).await.unwrap_err();
+    assert!(err.to_string().contains("not a member"), "{err}");
+    let s = cluster::remove(&c.node(1).node, 2).await.unwrap();
+    assert!(s.members.iter().all(|m| m.id != 2));
+    let err = cluster::remove(&c.node(1).node, 1).await.unwrap_err();
+    assert!(err.to_string().contains("last voter"), "{err}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_catches_up_from_the_log() {
+    let mut c = Cluster::new(3, tuning()).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let mut acked = BTreeMap::new();
+    for n in 0..5 {
+        acked.insert(n, create_at(&c, leader, n, None).await.unwrap());
+    }
+    c.stop(follower).await;
+    for n in 5..25 {
+        acked.insert(n, create_at(&c, leader, n, None).await.unwrap());
+    }
+    c.restart(follower).await;
+    c.converge().await;
+    assert_links(&c, follower, &acked).await;
+    let s = cluster::status(&c.node(follower).node);
+    assert_eq!(
+        s.snapshot_index, None,
+        "caught up from the log, not a snapshot"
+    );
+    c.shutdown().await;
+}
