@@ -1,5 +1,7 @@
 //! Command-line interface. `anyhow` lives here and in `main`, never in the library.
 
+mod cluster;
+mod serve;
 mod ssin;
 
 use std::process::ExitCode;
@@ -16,6 +18,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node of the register.
+    Serve(serve::ServeArgs),
+    /// Administer the cluster: status, membership, snapshots, digests.
+    Cluster(cluster::ClusterArgs),
     /// Work with SSINs (INSZ/NISS numbers).
     #[command(subcommand)]
     Ssin(ssin::SsinCommand),
@@ -23,6 +29,8 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Ssin(command) => ssin::run(command),
     }
 }

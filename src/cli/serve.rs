@@ -1,0 +1,191 @@
+//! `linkreg serve`: run a node until SIGTERM or SIGINT.
+//!
+//! Every setting comes from, in order of precedence, a flag, a `LINKREG_*` environment
+//! variable, the TOML file given with `--config`, or the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use linkreg::raft::NodeInfo;
+use linkreg::raft::network::Faults;
+use linkreg::raft::node::Tuning;
+use linkreg::server::{self, NodeConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (kebab-case keys, e.g. `data-dir`).
+    #[arg(long, env = "LINKREG_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This node's id in the cluster (a positive integer, never reused).
+    #[arg(long, env = "LINKREG_ID")]
+    id: Option<u64>,
+    /// Where the node keeps its state [default: ./data/node-<id>].
+    #[arg(long, env = "LINKREG_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Client gRPC listener [default: 127.0.0.1:50051].
+    #[arg(long, env = "LINKREG_CLIENT_ADDR", value_name = "HOST:PORT")]
+    client_addr: Option<SocketAddr>,
+    /// Peer (raft) listener [default: 127.0.0.1:50052].
+    #[arg(long, env = "LINKREG_PEER_ADDR", value_name = "HOST:PORT")]
+    peer_addr: Option<SocketAddr>,
+    /// HTTP listener for SOAP [default: 127.0.0.1:8080].
+    #[arg(long, env = "LINKREG_HTTP_ADDR", value_name = "HOST:PORT")]
+    http_addr: Option<SocketAddr>,
+    /// Client address others should dial [default: --client-addr].
+    #[arg(long, env = "LINKREG_ADVERTISE_CLIENT", value_name = "HOST:PORT")]
+    advertise_client: Option<String>,
+    /// Peer address other members should dial [default: --peer-addr].
+    #[arg(long, env = "LINKREG_ADVERTISE_PEER", value_name = "HOST:PORT")]
+    advertise_peer: Option<String>,
+    /// HTTP address clients should use [default: --http-addr].
+    #[arg(long, env = "LINKREG_ADVERTISE_HTTP", value_name = "HOST:PORT")]
+    advertise_http: Option<String>,
+    /// Bootstrap a one-voter cluster here if this node has no state (a no-op otherwise).
+    #[arg(long, env = "LINKREG_INIT")]
+    init: bool,
+    /// Peer address of any member: become a voter of that cluster (a no-op when already one).
+    #[arg(long, env = "LINKREG_JOIN", value_name = "HOST:PORT")]
+    join: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    client_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    advertise_client: Option<String>,
+    advertise_peer: Option<String>,
+    advertise_http: Option<String>,
+    init: Option<bool>,
+    join: Option<String>,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+fn advertised(explicit: Option<String>, bind: SocketAddr, flag: &str) -> anyhow::Result<String> {
+    match explicit {
+        Some(addr) => Ok(addr),
+        None if bind.ip().is_unspecified() => {
+            bail!("--{flag} is required when listening on {bind}: other nodes cannot dial it")
+        }
+        None => Ok(bind.to_string()),
+    }
+}
+
+pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    let id = args
+        .id
+        .or(file.id)
+        .context("--id is required (or `id` in the config file, or LINKREG_ID)")?;
+    if id == 0 {
+        bail!("--id: node ids start at 1");
+    }
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let client_addr = args
+        .client_addr
+        .or(file.client_addr)
+        .unwrap_or(loopback(50051));
+    let peer_addr = args.peer_addr.or(file.peer_addr).unwrap_or(loopback(50052));
+    let http_addr = args.http_addr.or(file.http_addr).unwrap_or(loopback(8080));
+    let advertise = NodeInfo {
+        peer_addr: advertised(
+            args.advertise_peer.or(file.advertise_peer),
+            peer_addr,
+            "advertise-peer",
+        )?,
+        client_addr: advertised(
+            args.advertise_client.or(file.advertise_client),
+            client_addr,
+            "advertise-client",
+        )?,
+        http_addr: advertised(
+            args.advertise_http.or(file.advertise_http),
+            http_addr,
+            "advertise-http",
+        )?,
+    };
+    let init = args.init || file.init.unwrap_or(false);
+    let join = args.join.or(file.join);
+    if init && join.is_some() {
+        bail!("--init and --join exclude each other: a node either starts a cluster or joins one");
+    }
+    Ok(NodeConfig {
+        id,
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(format!("data/node-{id}"))),
+        client_addr,
+        peer_addr,
+        http_addr,
+        advertise,
+        init,
+        join,
+        tuning: Tuning::default(),
+        write_timeout: Duration::from_secs(10),
+    })
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let config = resolve(args)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let id = config.id;
+        let running = server::start(config, Arc::new(Faults::default()))
+            .await
+            .context("starting the node")?;
+        tracing::info!(
+            node = id,
+            client = %running.client_addr,
+            peer = %running.peer_addr,
+            "serving"
+        );
+        shutdown_signal().await;
+        tracing::info!(node = id, "shutting down");
+        running.stop().await;
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); only SIGINT stops the node");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
