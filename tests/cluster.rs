@@ -265,7 +265,14 @@ async fn writes_on_any_node_replicate_to_all() {
     let c = Cluster::new(3, tuning()).await;
     let leader = c.leader(&[1, 2, 3]).await;
     let mut acked = BTreeMap::new();
+    let slow = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     for n in 0..30 {
+        // A slow link to one follower for a while: the majority still commits.
+        if n == 10 {
+            c.faults.delay(leader, slow, Duration::from_millis(40));
+        } else if n == 20 {
+            c.faults.heal();
+        }
         let via = 1 + n % 3;
         acked.insert(n, create_at(&c, via, n, None).await.unwrap());
     }
@@ -276,7 +283,7 @@ async fn writes_on_any_node_replicate_to_all() {
     let status = cluster::status(&c.node(leader).node);
     assert_eq!(status.members.iter().filter(|m| m.voter).count(), 3);
     // A linearizable read on a follower sees a write acknowledged just before.
-    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let follower = slow;
     let id = create_at(&c, leader, 100, None).await.unwrap();
     let (found, meta) = c
         .node(follower)
