@@ -126,6 +126,11 @@ pub fn read_meta(file: &mut File) -> Result<SnapshotMeta, SnapshotFileError> {
     file.seek(SeekFrom::End(-8))?;
     file.read_exact(&mut tail)?;
     let meta_len = u64::from(u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if meta_len > u64::from(MAX_FIELD) {
+        return Err(SnapshotFileError::Malformed(
+            "metadata length out of range".into(),
+        ));
+    }
     let meta_start = size
         .checked_sub(8 + meta_len)
         .filter(|start| *start > MAGIC.len() as u64)

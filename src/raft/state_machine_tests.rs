@@ -44,6 +44,28 @@ impl Node {
         self.sm.apply([entry]).await.unwrap().remove(0)
     }
 
+    /// A node whose state differs from any populated one.
+    async fn with_a_link_of_its_own() -> Node {
+        let mut node = Node::new();
+        node.apply(request(
+            Role::Writer,
+            0,
+            create("85073003328", "QQ000001"),
+            None,
+        ))
+        .await;
+        node
+    }
+
+    async fn build_snapshot(&mut self) -> Snapshot<TypeConfig> {
+        self.sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap()
+    }
+
     /// Every row of the state machine, for exact comparison between nodes.
     fn rows(&self) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
         let mut rows = Vec::new();
@@ -299,26 +321,12 @@ async fn populated() -> Node {
 #[tokio::test]
 async fn a_snapshot_carries_the_whole_register_to_another_node() {
     let mut leader = populated().await;
-    let built = leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let built = leader.build_snapshot().await;
     assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(4));
     let current = leader.sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, built.meta);
 
-    let mut follower = Node::new();
-    follower
-        .apply(request(
-            Role::Writer,
-            0,
-            create("85073003328", "QQ000001"),
-            None,
-        ))
-        .await;
+    let mut follower = Node::with_a_link_of_its_own().await;
     assert_ne!(follower.rows(), leader.rows());
     let mut receiving = follower.sm.begin_receiving_snapshot().await.unwrap();
     let mut source = current.snapshot;
@@ -355,28 +363,14 @@ async fn a_snapshot_carries_the_whole_register_to_another_node() {
 #[tokio::test]
 async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
     let mut leader = populated().await;
-    leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    leader.build_snapshot().await;
     let current = leader.sm.get_current_snapshot().await.unwrap().unwrap();
     let path = leader.sm.path(CURRENT);
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
 
-    let mut follower = Node::new();
-    follower
-        .apply(request(
-            Role::Writer,
-            0,
-            create("85073003328", "QQ000001"),
-            None,
-        ))
-        .await;
+    let mut follower = Node::with_a_link_of_its_own().await;
     let before = follower.rows();
     let mut receiving = follower.sm.begin_receiving_snapshot().await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut *receiving, &bytes)
@@ -396,13 +390,7 @@ async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn an_interrupted_install_is_finished_on_the_next_open() {
     let mut leader = populated().await;
-    leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    leader.build_snapshot().await;
 
     let follower = Node::new();
     // As if the node died after verifying the received file and clearing part of its state.

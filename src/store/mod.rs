@@ -165,22 +165,9 @@ impl Store {
         match change {
             Change::LinkCreated { link } => {
                 self.put(batch, cf::LINKS, &keys::link(link.id), link)?;
-                let fk = &link.foreign_key;
-                batch.put_cf(
-                    self.cf(cf::LINKS_BY_SSIN)?,
-                    keys::ssin_index(&link.ssin, link.id),
-                    [],
-                );
-                batch.put_cf(
-                    self.cf(cf::LINKS_BY_FOREIGN_KEY)?,
-                    keys::foreign_key_index(
-                        fk.country,
-                        &fk.key_type,
-                        fk.value.normalized(),
-                        link.id,
-                    ),
-                    [],
-                );
+                for (cf, key) in index_rows(link) {
+                    batch.put_cf(self.cf(cf)?, key, []);
+                }
                 let next = link.id.0.saturating_add(1);
                 self.put(batch, cf::SM_META, NEXT_LINK_ID, &next)?;
             }
@@ -189,21 +176,10 @@ impl Store {
                 self.put(batch, cf::LINKS, &keys::link(after.id), after)?;
             }
             Change::LinkDeleted { link, .. } => {
-                let fk = &link.foreign_key;
                 batch.delete_cf(self.cf(cf::LINKS)?, keys::link(link.id));
-                batch.delete_cf(
-                    self.cf(cf::LINKS_BY_SSIN)?,
-                    keys::ssin_index(&link.ssin, link.id),
-                );
-                batch.delete_cf(
-                    self.cf(cf::LINKS_BY_FOREIGN_KEY)?,
-                    keys::foreign_key_index(
-                        fk.country,
-                        &fk.key_type,
-                        fk.value.normalized(),
-                        link.id,
-                    ),
-                );
+                for (cf, key) in index_rows(link) {
+                    batch.delete_cf(self.cf(cf)?, key);
+                }
             }
             Change::KeyTypeAdded { key_type }
             | Change::KeyTypeActiveChanged {
@@ -239,6 +215,18 @@ impl Store {
         self.db.write_opt(batch, &options)?;
         Ok(())
     }
+}
+
+/// The index rows a link has, by column family: written with it, deleted with it.
+fn index_rows(link: &Link) -> [(&'static str, Vec<u8>); 2] {
+    let fk = &link.foreign_key;
+    [
+        (cf::LINKS_BY_SSIN, keys::ssin_index(&link.ssin, link.id)),
+        (
+            cf::LINKS_BY_FOREIGN_KEY,
+            keys::foreign_key_index(fk.country, &fk.key_type, fk.value.normalized(), link.id),
+        ),
+    ]
 }
 
 impl RegisterView for Store {
