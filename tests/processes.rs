@@ -104,6 +104,13 @@ fn three_processes_form_a_cluster_survive_a_restart_and_agree_on_the_digest() {
         voters(s) == 3 && !s["leader_id"].is_null()
     });
     let leader = status["leader_id"].as_u64().unwrap();
+    // Each member reports its own applied index.
+    let status = wait_status(&clients[0], "every member's applied index", |s| {
+        s["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["applied_index"].is_u64()))
+    });
+    assert_eq!(status["members"].as_array().unwrap().len(), 3);
     for c in &clients {
         let s = wait_status(c, "same leader everywhere", |s| {
             s["leader_id"].as_u64() == Some(leader)

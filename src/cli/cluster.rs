@@ -123,7 +123,9 @@ async fn call(
 ) -> Result<Value, tonic::Status> {
     Ok(match command {
         ClusterCommand::Status => {
-            status_json(&client.status(pb::StatusRequest {}).await?.into_inner())
+            let mut value = status_json(&client.status(pb::StatusRequest {}).await?.into_inner());
+            add_member_progress(&mut value).await;
+            value
         }
         ClusterCommand::AddLearner {
             id,
@@ -160,6 +162,30 @@ async fn call(
             json!({ "node_id": r.node_id, "applied_index": r.applied_index, "sha256": r.sha256, "rows": r.rows })
         }
     })
+}
+
+/// Asks each member for its own applied index: the leader only knows what it has replicated.
+async fn add_member_progress(status: &mut Value) {
+    let Some(members) = status["members"].as_array_mut() else {
+        return;
+    };
+    for member in members {
+        let addr = member["client_addr"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let own = async {
+            let mut client = connect(&addr).await.ok()?;
+            let request = client.status(pb::StatusRequest {});
+            tokio::time::timeout(Duration::from_secs(2), request)
+                .await
+                .ok()?
+                .ok()
+        };
+        let reply = if addr.is_empty() { None } else { own.await };
+        member["reachable"] = json!(reply.is_some());
+        member["applied_index"] = json!(reply.and_then(|r| r.into_inner().applied_index));
+    }
 }
 
 fn members_json(members: &[pb::Member]) -> Value {

@@ -16,6 +16,7 @@ use crate::store::{Store, StoreError};
 
 const VOTE: &[u8] = b"vote";
 const LAST_PURGED: &[u8] = b"last_purged";
+const COMMITTED: &[u8] = b"committed";
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -90,6 +91,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .raft_meta(VOTE)
             .map_err(|e| StorageIOError::read_vote(&e).into())
+    }
+
+    /// Not synced: losing it only means a restarted node learns the commit index from the
+    /// leader instead of re-applying up to it before the first election.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.store
+            .set_raft_meta_unsynced(COMMITTED, &committed)
+            .map_err(|e| StorageIOError::write(&e).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let stored: Option<Option<LogId>> = self
+            .store
+            .raft_meta(COMMITTED)
+            .map_err(|e| StorageError::from(StorageIOError::read(&e)))?;
+        Ok(stored.flatten())
     }
 
     async fn append<I>(

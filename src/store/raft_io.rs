@@ -101,6 +101,16 @@ impl Store {
         self.write_synced(batch)
     }
 
+    pub fn set_raft_meta_unsynced<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.put(&mut batch, cf::RAFT_META, key, value)?;
+        self.write(batch)
+    }
+
     pub fn delete_raft_meta(&self, key: &[u8]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(cf::RAFT_META)?, key);
