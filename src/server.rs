@@ -10,12 +10,18 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::admin::AdminService;
+use crate::api::auth::Authenticator;
+use crate::api::grpc::LinkRegisterService;
 use crate::cluster;
 use crate::proto::linkreg::cluster_admin_server::ClusterAdminServer;
+use crate::proto::linkreg::link_register_server::LinkRegisterServer;
 use crate::raft::network::Faults;
 use crate::raft::node::{NodeError, RaftNode, Tuning};
 use crate::raft::{NodeId, NodeInfo};
 use crate::service::Service;
+
+/// Client requests are small; a search answer holds a person's few links.
+const CLIENT_MESSAGE_MAX: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -65,7 +71,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 
 /// Starts raft and both listeners. Listening starts before bootstrap or join, because joining
 /// needs the leader to reach this node's peer listener.
-pub async fn start(config: NodeConfig, faults: Arc<Faults>) -> Result<Running, ServerError> {
+pub async fn start(
+    config: NodeConfig,
+    auth: Authenticator,
+    faults: Arc<Faults>,
+) -> Result<Running, ServerError> {
     let peer_listener = bind(config.peer_addr).await?;
     let client_listener = bind(config.client_addr).await?;
     let peer_addr = peer_listener
@@ -101,7 +111,11 @@ pub async fn start(config: NodeConfig, faults: Arc<Faults>) -> Result<Running, S
             TcpListenerStream::new(peer_listener),
             stopped(signal.clone()),
         );
+    let register = LinkRegisterServer::new(LinkRegisterService::new(service.clone(), auth))
+        .max_decoding_message_size(CLIENT_MESSAGE_MAX)
+        .max_encoding_message_size(CLIENT_MESSAGE_MAX);
     let client = tonic::transport::Server::builder()
+        .add_service(register)
         .add_service(ClusterAdminServer::new(AdminService::new(node.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(signal));
     let tasks = vec![tokio::spawn(peer), tokio::spawn(client)];

@@ -26,13 +26,14 @@ use tonic::transport::Channel;
 
 use crate::domain::query::{self, ForeignKeyQuery, SsinQuery};
 use crate::domain::{
-    Action, Caller, Command, DomainError, KeyType, Link, LinkId, RegisterView, Timestamp, Verdict,
+    Action, Caller, Command, Country, DomainError, FormatRule, KeyType, KeyTypeCode, Link, LinkId,
+    RegisterView, Timestamp, Verdict,
 };
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
 use crate::raft::network::{decode, encode, peer_channel, peer_client};
 use crate::raft::node::RaftNode;
 use crate::raft::peer::{ReadIndexResult, WriteResult};
-use crate::raft::{ClientRequest, NodeId, NodeInfo, Request, Response};
+use crate::raft::{AuditEvent, ClientRequest, NodeId, NodeInfo, Request, Response};
 use crate::store::StoreError;
 
 pub const CLIENT_ID_MAX: usize = 128;
@@ -85,7 +86,7 @@ pub struct Service {
 }
 
 enum Attempt {
-    Done(Response, u64),
+    Done(Response),
     /// Refused before being appended: safe to send again.
     NotLeader,
     /// Sent, fate unknown.
@@ -141,9 +142,9 @@ impl Service {
                 self.write_at(&leader_node, &request, deadline).await
             };
             match attempt {
-                Attempt::Done(response, log_index) => {
+                Attempt::Done(response) => {
                     return match response {
-                        Response::Verdict(verdict) => Ok(WriteOutcome {
+                        Response::Verdict { verdict, log_index } => Ok(WriteOutcome {
                             verdict: *verdict,
                             log_index,
                         }),
@@ -199,7 +200,7 @@ impl Service {
             tokio::time::timeout_at(deadline, self.node.raft.client_write(request.clone())).await;
         match result {
             Err(_) => Attempt::Unknown("timed out waiting for the commit".into()),
-            Ok(Ok(r)) => Attempt::Done(r.data, r.log_id.index),
+            Ok(Ok(r)) => Attempt::Done(r.data),
             Ok(Err(e)) => classify(e),
         }
     }
@@ -234,7 +235,7 @@ impl Service {
             Err(status) => return Attempt::Unknown(format!("forwarding to the leader: {status}")),
         };
         match decode::<WriteResult>(reply.get_ref()) {
-            Ok(Ok((response, log_id))) => Attempt::Done(response, log_id.index),
+            Ok(Ok((response, _))) => Attempt::Done(response),
             Ok(Err(e)) => classify(e),
             Err(status) => Attempt::Unknown(status.to_string()),
         }
@@ -325,6 +326,28 @@ impl Service {
     ) -> Result<(Option<Link>, ReadMeta), ServiceError> {
         let meta = self.read_meta(consistency).await?;
         Ok((self.node.store.link(LinkId(id))?, meta))
+    }
+
+    /// Every audited change of one link, in log order (also after its deletion).
+    pub async fn link_history(
+        &self,
+        id: u64,
+        consistency: Consistency,
+    ) -> Result<(Vec<AuditEvent>, ReadMeta), ServiceError> {
+        let meta = self.read_meta(consistency).await?;
+        let events = self
+            .node
+            .store
+            .audit_events(&crate::store::keys::audit_link_prefix(LinkId(id)))?;
+        Ok((events, meta))
+    }
+
+    pub async fn format_rules(
+        &self,
+        consistency: Consistency,
+    ) -> Result<(Vec<(Country, KeyTypeCode, FormatRule)>, ReadMeta), ServiceError> {
+        let meta = self.read_meta(consistency).await?;
+        Ok((self.node.store.format_rules()?, meta))
     }
 
     pub async fn key_types(

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use linkreg::api::auth::{Authenticator, dev_callers};
 use linkreg::cluster;
 use linkreg::domain::command::CreateLink;
 use linkreg::domain::query::SsinQuery;
@@ -29,6 +30,10 @@ struct Cluster {
     faults: Arc<Faults>,
     members: BTreeMap<u64, Member>,
     tuning: Tuning,
+}
+
+fn auth() -> Authenticator {
+    Authenticator::fixed(dev_callers())
 }
 
 fn free_addr() -> SocketAddr {
@@ -93,7 +98,7 @@ impl Cluster {
         );
         let join = (id != 1).then(|| self.members[&1].peer.to_string());
         let config = self.config(id, id == 1, join);
-        let running = server::start(config, self.faults.clone())
+        let running = server::start(config, auth(), self.faults.clone())
             .await
             .expect("node starts");
         self.members.get_mut(&id).unwrap().running = Some(running);
@@ -115,7 +120,7 @@ impl Cluster {
         let mut attempts = 0;
         let running = loop {
             // The previous instance's RocksDB lock goes once its last task has ended.
-            match server::start(config.clone(), self.faults.clone()).await {
+            match server::start(config.clone(), auth(), self.faults.clone()).await {
                 Ok(r) => break r,
                 Err(e) if attempts < 50 => {
                     attempts += 1;
@@ -430,8 +435,11 @@ async fn membership_add_promote_remove() {
         },
     );
     let config = c.config(2, false, None);
-    c.members.get_mut(&2).unwrap().running =
-        Some(server::start(config, c.faults.clone()).await.unwrap());
+    c.members.get_mut(&2).unwrap().running = Some(
+        server::start(config, auth(), c.faults.clone())
+            .await
+            .unwrap(),
+    );
     let info = c.node(2).node.info.clone();
     let s = cluster::add_learner(&c.node(1).node, 2, info)
         .await

@@ -31,7 +31,7 @@ impl Drop for Proc {
 
 fn serve(id: u64, dir: &std::path::Path, peer: &str, client: &str, extra: &[&str]) -> Proc {
     let child = Command::new(BIN)
-        .args(["serve", "--id", &id.to_string()])
+        .args(["serve", "--dev", "--id", &id.to_string()])
         .arg("--data-dir")
         .arg(dir.join(format!("node-{id}")))
         .args(["--peer-addr", peer, "--client-addr", client])

@@ -1,5 +1,6 @@
 //! Command-line interface. `anyhow` lives here and in `main`, never in the library.
 
+mod callers;
 mod cluster;
 mod serve;
 mod ssin;
@@ -20,6 +21,9 @@ pub struct Cli {
 enum Command {
     /// Run a node of the register.
     Serve(serve::ServeArgs),
+    /// Manage the organizations allowed to call the register.
+    #[command(subcommand)]
+    Callers(callers::CallersCommand),
     /// Administer the cluster: status, membership, snapshots, digests.
     Cluster(cluster::ClusterArgs),
     /// Work with SSINs (INSZ/NISS numbers).
@@ -30,6 +34,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Callers(command) => callers::run(command),
         Command::Cluster(args) => cluster::run(args),
         Command::Ssin(command) => ssin::run(command),
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use linkreg::api::auth::{Authenticator, dev_callers};
 use linkreg::raft::NodeInfo;
 use linkreg::raft::network::Faults;
 use linkreg::raft::node::Tuning;
@@ -51,6 +52,19 @@ pub struct ServeArgs {
     /// Peer address of any member: become a voter of that cluster (a no-op when already one).
     #[arg(long, env = "LINKREG_JOIN", value_name = "HOST:PORT")]
     join: Option<String>,
+    /// Callers file (TOML, token hashes only; see `linkreg callers add`), re-read when it changes.
+    #[arg(long, env = "LINKREG_CALLERS", value_name = "FILE")]
+    callers: Option<PathBuf>,
+    /// Development mode, NOT for production: a self-initializing node (data in ./data) that
+    /// accepts the well-known tokens `dev-keeper` and `dev-writer`. Other flags still apply.
+    #[arg(long, env = "LINKREG_DEV")]
+    dev: bool,
+}
+
+/// Where callers come from.
+pub enum CallerSource {
+    File(PathBuf),
+    Dev,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +80,7 @@ struct FileConfig {
     advertise_http: Option<String>,
     init: Option<bool>,
     join: Option<String>,
+    callers: Option<PathBuf>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -84,14 +99,16 @@ fn advertised(explicit: Option<String>, bind: SocketAddr, flag: &str) -> anyhow:
     }
 }
 
-pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
+pub fn resolve(args: ServeArgs) -> anyhow::Result<(NodeConfig, CallerSource)> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
     };
+    let dev = args.dev;
     let id = args
         .id
         .or(file.id)
+        .or(dev.then_some(1))
         .context("--id is required (or `id` in the config file, or LINKREG_ID)")?;
     if id == 0 {
         bail!("--id: node ids start at 1");
@@ -120,17 +137,27 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
             "advertise-http",
         )?,
     };
-    let init = args.init || file.init.unwrap_or(false);
     let join = args.join.or(file.join);
+    // A dev node starts its own cluster unless told to join one.
+    let init = args.init || file.init.unwrap_or(false) || (dev && join.is_none());
     if init && join.is_some() {
         bail!("--init and --join exclude each other: a node either starts a cluster or joins one");
     }
-    Ok(NodeConfig {
+    let callers = match (args.callers.or(file.callers), dev) {
+        (Some(path), _) => CallerSource::File(path),
+        (None, true) => CallerSource::Dev,
+        (None, false) => bail!(
+            "--callers FILE is required (create one with `linkreg callers add`), or use --dev"
+        ),
+    };
+    let default_dir = if dev && id == 1 {
+        PathBuf::from("data")
+    } else {
+        PathBuf::from(format!("data/node-{id}"))
+    };
+    let config = NodeConfig {
         id,
-        data_dir: args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from(format!("data/node-{id}"))),
+        data_dir: args.data_dir.or(file.data_dir).unwrap_or(default_dir),
         client_addr,
         peer_addr,
         http_addr,
@@ -139,11 +166,12 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         join,
         tuning: Tuning::default(),
         write_timeout: Duration::from_secs(10),
-    })
+    };
+    Ok((config, callers))
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let config = resolve(args)?;
+    let (config, callers) = resolve(args)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -152,7 +180,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let id = config.id;
-        let running = server::start(config, Arc::new(Faults::default()))
+        let auth = match callers {
+            CallerSource::File(path) => Authenticator::watching(path).context("loading callers")?,
+            CallerSource::Dev => {
+                eprintln!(
+                    "WARNING: development mode is NOT for production. Anyone may use the tokens\n  \
+                     dev-keeper  (role keeper)\n  dev-writer  (role writer)\n\
+                     e.g. grpcurl -H 'authorization: Bearer dev-writer' ..."
+                );
+                Authenticator::fixed(dev_callers())
+            }
+        };
+        let running = server::start(config, auth, Arc::new(Faults::default()))
             .await
             .context("starting the node")?;
         tracing::info!(

@@ -79,8 +79,12 @@ pub struct ClientRequest {
 pub enum Response {
     /// Entries that carry no command (blank, membership).
     None,
-    /// The verdict, freshly decided or recorded for a retried request.
-    Verdict(Box<Verdict>),
+    /// The verdict, freshly decided or recorded for a retried request, with the index of the
+    /// entry that decided it.
+    Verdict {
+        verdict: Box<Verdict>,
+        log_index: u64,
+    },
     /// The client has since sent a newer request; this one's answer is no longer kept.
     Stale { last_request_id: u64 },
 }

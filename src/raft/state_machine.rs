@@ -45,6 +45,8 @@ const LOAD_BATCH_ROWS: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRecord {
     pub request_id: u64,
+    /// The entry that decided the request: what a retry is told.
+    pub log_index: u64,
     pub verdict: Verdict,
     pub last_seen: Timestamp,
 }
@@ -116,7 +118,10 @@ impl StateMachine {
             && let Some(record) = self.store.session::<SessionRecord>(client_id)?
         {
             if *request_id == record.request_id {
-                return Ok(Response::Verdict(Box::new(record.verdict)));
+                return Ok(Response::Verdict {
+                    verdict: Box::new(record.verdict),
+                    log_index: record.log_index,
+                });
             }
             if *request_id < record.request_id {
                 return Ok(Response::Stale {
@@ -143,6 +148,7 @@ impl StateMachine {
         if let Some(session) = &request.session {
             let record = SessionRecord {
                 request_id: session.request_id,
+                log_index: log_id.index,
                 verdict: verdict.clone(),
                 last_seen: at,
             };
@@ -150,7 +156,10 @@ impl StateMachine {
                 .stage_session(batch, &session.client_id, &record)?;
         }
         self.sweep_sessions(batch, at)?;
-        Ok(Response::Verdict(Box::new(verdict)))
+        Ok(Response::Verdict {
+            verdict: Box::new(verdict),
+            log_index: log_id.index,
+        })
     }
 
     /// Drops sessions idle for longer than the TTL, at most once per sweep interval of log time.

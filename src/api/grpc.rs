@@ -1,0 +1,550 @@
+//! The `LinkRegister` gRPC service: authentication, protobuf mapping, and the single mapping of
+//! domain and service errors to gRPC statuses. No business rule lives here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::auth::Authenticator;
+use crate::domain::command::{
+    AddKeyType, CreateLink, DeleteLink, FormatRuleInput, SetFormatRule, SetKeyTypeActive,
+    UpdateLinkValidity,
+};
+use crate::domain::foreign_key::FormatRule;
+use crate::domain::query::{ForeignKeyQuery, SsinQuery};
+use crate::domain::{Action, Caller, Change, DomainError, KeyType, Link, Outcome};
+use crate::proto::linkreg as pb;
+use crate::proto::linkreg::link_register_server::LinkRegister;
+use crate::raft::{AuditEvent, ClientRequest};
+use crate::service::{Consistency, ReadMeta, Service, ServiceError, WriteOutcome};
+
+pub const ERROR_DOMAIN: &str = "linkreg";
+
+pub struct LinkRegisterService {
+    service: Arc<Service>,
+    auth: Authenticator,
+}
+
+impl LinkRegisterService {
+    pub fn new(service: Arc<Service>, auth: Authenticator) -> LinkRegisterService {
+        LinkRegisterService { service, auth }
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            error(
+                Code::Unauthenticated,
+                "UNAUTHENTICATED",
+                "missing authorization: Bearer <token>",
+            )
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                error(
+                    Code::Unauthenticated,
+                    "UNAUTHENTICATED",
+                    "authorization must be \"Bearer <token>\"",
+                )
+            })?;
+        self.auth
+            .caller(token)
+            .ok_or_else(|| error(Code::Unauthenticated, "UNAUTHENTICATED", "unknown token"))
+    }
+
+    /// Role check before anything is replicated; the rules check it again when applying.
+    async fn write(
+        &self,
+        caller: Caller,
+        action: Action,
+        client_id: Option<String>,
+        request_id: Option<u64>,
+    ) -> Result<(Outcome, Option<Change>, u64), Status> {
+        let required = action.required_role();
+        if !caller.role.allows(required) {
+            return Err(domain_status(&DomainError::PermissionDenied {
+                role: caller.role,
+                required,
+                action: action.name().to_string(),
+            }));
+        }
+        let session = match (client_id, request_id) {
+            (None, None) => None,
+            (Some(client_id), Some(request_id)) => Some(ClientRequest {
+                client_id,
+                request_id,
+            }),
+            (Some(_), None) => return Err(invalid_field("request_id", "required with client_id")),
+            (None, Some(_)) => return Err(invalid_field("client_id", "required with request_id")),
+        };
+        let WriteOutcome { verdict, log_index } = self
+            .service
+            .write(caller, action, session)
+            .await
+            .map_err(|e| service_status(&e))?;
+        let decision = verdict.map_err(|e| domain_status(&e))?;
+        Ok((decision.outcome, decision.change, log_index))
+    }
+}
+
+fn error(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(code, message, details)
+}
+
+fn invalid_field(field: &str, rule: &str) -> Status {
+    let mut details = ErrorDetails::new();
+    details
+        .set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new())
+        .add_bad_request_violation(field, rule);
+    Status::with_error_details(Code::InvalidArgument, format!("{field}: {rule}"), details)
+}
+
+/// The one mapping of domain errors to gRPC.
+pub fn domain_status(e: &DomainError) -> Status {
+    use DomainError as D;
+    let code = match e {
+        D::InvalidSsin { .. }
+        | D::UnknownCountry { .. }
+        | D::InvalidKeyTypeCode { .. }
+        | D::UnknownKeyType { .. }
+        | D::InvalidForeignKey { .. }
+        | D::InvalidFormatRule { .. }
+        | D::InvalidDate { .. }
+        | D::InvalidPeriod { .. }
+        | D::InvalidText { .. }
+        | D::InvalidCbeNumber { .. } => Code::InvalidArgument,
+        D::LinkExists { .. } | D::KeyTypeExists { .. } => Code::AlreadyExists,
+        D::LinkConflict { .. } | D::VersionMismatch { .. } | D::KeyTypeInactive { .. } => {
+            Code::FailedPrecondition
+        }
+        D::LinkNotFound { .. } => Code::NotFound,
+        D::PermissionDenied { .. } => Code::PermissionDenied,
+    };
+    let mut metadata = HashMap::new();
+    if let Some(id) = e.link_id() {
+        metadata.insert("link_id".to_string(), id.to_string());
+    }
+    if let Some(field) = e.field() {
+        metadata.insert("field".to_string(), field.as_str().to_string());
+    }
+    let mut details = ErrorDetails::new();
+    details.set_error_info(e.code(), ERROR_DOMAIN, metadata);
+    if code == Code::InvalidArgument
+        && let Some(field) = e.field()
+    {
+        details.add_bad_request_violation(field.as_str(), e.to_string());
+    }
+    Status::with_error_details(code, e.to_string(), details)
+}
+
+/// The one mapping of service errors to gRPC.
+pub fn service_status(e: &ServiceError) -> Status {
+    match e {
+        ServiceError::Unavailable(_) => error(Code::Unavailable, "UNAVAILABLE", e.to_string()),
+        ServiceError::OutcomeUnknown(_) => {
+            error(Code::DeadlineExceeded, "OUTCOME_UNKNOWN", e.to_string())
+        }
+        ServiceError::StaleRequest { .. } => {
+            error(Code::FailedPrecondition, "STALE_REQUEST", e.to_string())
+        }
+        ServiceError::InvalidClientId(rule) => invalid_field("client_id", rule),
+        ServiceError::Store(_) | ServiceError::Internal(_) => {
+            tracing::error!("internal error: {e}");
+            error(
+                Code::Internal,
+                "INTERNAL",
+                "internal error; see the node's log",
+            )
+        }
+    }
+}
+
+fn consistency(value: i32) -> Consistency {
+    if value == pb::Consistency::Linearizable as i32 {
+        Consistency::Linearizable
+    } else {
+        Consistency::Local
+    }
+}
+
+fn read_info(meta: ReadMeta) -> Option<pb::ReadInfo> {
+    Some(pb::ReadInfo {
+        node_id: meta.node_id,
+        applied_index: meta.applied_index,
+    })
+}
+
+pub fn link(l: &Link) -> pb::Link {
+    pb::Link {
+        id: l.id.0,
+        ssin: l.ssin.to_string(),
+        country: l.foreign_key.country.to_string(),
+        key_type: l.foreign_key.key_type.to_string(),
+        value: l.foreign_key.value.entered().to_string(),
+        normalized_value: l.foreign_key.value.normalized().to_string(),
+        valid_from: l.validity.begin().map(|d| d.to_string()),
+        valid_to: l.validity.end().map(|d| d.to_string()),
+        created_by: l.created_by.name.clone(),
+        created_by_cbe: l.created_by.cbe.as_str().to_string(),
+        created_at: l.created_at.to_string(),
+        updated_at: l.updated_at.to_string(),
+        version: l.version,
+    }
+}
+
+fn key_type(k: &KeyType) -> pb::KeyType {
+    pb::KeyType {
+        code: k.code.to_string(),
+        label_nl: k.labels.nl.clone(),
+        label_fr: k.labels.fr.clone(),
+        label_de: k.labels.de.clone(),
+        label_en: k.labels.en.clone(),
+        active: k.active,
+    }
+}
+
+fn format_rule(r: &FormatRule) -> pb::FormatRule {
+    pb::FormatRule {
+        min_length: u32::from(r.min_length),
+        max_length: u32::from(r.max_length),
+        pattern: r.pattern.as_ref().map(|p| p.as_str().to_string()),
+    }
+}
+
+fn audit_event(e: &AuditEvent) -> pb::AuditEvent {
+    let (before, after, reason) = match &e.change {
+        Change::LinkCreated { link: l } => (None, Some(link(l)), None),
+        Change::LinkValidityChanged { before, after } => {
+            (Some(link(before)), Some(link(after)), None)
+        }
+        Change::LinkDeleted { link: l, reason } => (Some(link(l)), None, Some(reason.clone())),
+        _ => (None, None, None),
+    };
+    let caller = &e.command.caller;
+    pb::AuditEvent {
+        log_index: e.log_index,
+        at: e.command.at.to_string(),
+        action: e.command.action.name().to_string(),
+        caller_organization: caller.organization.name.clone(),
+        caller_cbe: caller.organization.cbe.as_str().to_string(),
+        caller_role: caller.role.as_str().to_string(),
+        before,
+        after,
+        reason,
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> Status {
+    tracing::error!("unexpected outcome for the command: {outcome:?}");
+    error(
+        Code::Internal,
+        "INTERNAL",
+        "internal error; see the node's log",
+    )
+}
+
+/// Narrows a u32 length from the wire to the domain's u16 (an out-of-range value is refused by
+/// the rules as such, not truncated into a valid one).
+fn length(value: u32) -> u16 {
+    u16::try_from(value).unwrap_or(u16::MAX)
+}
+
+#[tonic::async_trait]
+impl LinkRegister for LinkRegisterService {
+    async fn search_links_by_ssin(
+        &self,
+        request: Request<pb::SearchLinksBySsinRequest>,
+    ) -> Result<Response<pb::SearchLinksResponse>, Status> {
+        self.caller(&request)?;
+        let r = request.into_inner();
+        let query = SsinQuery {
+            ssin: r.ssin,
+            country: r.country,
+            key_type: r.key_type,
+            valid_on: r.valid_on,
+        };
+        let (links, meta) = self
+            .service
+            .search_by_ssin(&query, consistency(r.consistency))
+            .await
+            .map_err(|e| service_status(&e))?;
+        let links = links.map_err(|e| domain_status(&e))?;
+        Ok(Response::new(pb::SearchLinksResponse {
+            links: links.iter().map(link).collect(),
+            read: read_info(meta),
+        }))
+    }
+
+    async fn search_links_by_foreign_key(
+        &self,
+        request: Request<pb::SearchLinksByForeignKeyRequest>,
+    ) -> Result<Response<pb::SearchLinksResponse>, Status> {
+        self.caller(&request)?;
+        let r = request.into_inner();
+        let query = ForeignKeyQuery {
+            country: r.country,
+            value: r.value,
+            key_type: r.key_type,
+            valid_on: r.valid_on,
+        };
+        let (links, meta) = self
+            .service
+            .search_by_foreign_key(&query, consistency(r.consistency))
+            .await
+            .map_err(|e| service_status(&e))?;
+        let links = links.map_err(|e| domain_status(&e))?;
+        Ok(Response::new(pb::SearchLinksResponse {
+            links: links.iter().map(link).collect(),
+            read: read_info(meta),
+        }))
+    }
+
+    async fn get_link(
+        &self,
+        request: Request<pb::GetLinkRequest>,
+    ) -> Result<Response<pb::GetLinkResponse>, Status> {
+        self.caller(&request)?;
+        let r = request.into_inner();
+        let (found, meta) = self
+            .service
+            .get_link(r.id, consistency(r.consistency))
+            .await
+            .map_err(|e| service_status(&e))?;
+        let found = found.ok_or_else(|| {
+            domain_status(&DomainError::LinkNotFound {
+                field: crate::domain::Field::Id,
+                id: crate::domain::LinkId(r.id),
+            })
+        })?;
+        Ok(Response::new(pb::GetLinkResponse {
+            link: Some(link(&found)),
+            read: read_info(meta),
+        }))
+    }
+
+    async fn create_link(
+        &self,
+        request: Request<pb::CreateLinkRequest>,
+    ) -> Result<Response<pb::LinkResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let action = Action::CreateLink(CreateLink {
+            ssin: r.ssin,
+            country: r.country,
+            key_type: r.key_type,
+            value: r.value,
+            valid_from: r.valid_from,
+            valid_to: r.valid_to,
+        });
+        match self
+            .write(caller, action, r.client_id, r.request_id)
+            .await?
+        {
+            (Outcome::Link(l), _, log_index) => Ok(Response::new(pb::LinkResponse {
+                link: Some(link(&l)),
+                log_index,
+            })),
+            (other, _, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn update_link_validity(
+        &self,
+        request: Request<pb::UpdateLinkValidityRequest>,
+    ) -> Result<Response<pb::LinkResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let action = Action::UpdateLinkValidity(UpdateLinkValidity {
+            id: r.id,
+            valid_from: r.valid_from,
+            valid_to: r.valid_to,
+            expected_version: r.expected_version,
+        });
+        match self
+            .write(caller, action, r.client_id, r.request_id)
+            .await?
+        {
+            (Outcome::Link(l), _, log_index) => Ok(Response::new(pb::LinkResponse {
+                link: Some(link(&l)),
+                log_index,
+            })),
+            (other, _, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_link(
+        &self,
+        request: Request<pb::DeleteLinkRequest>,
+    ) -> Result<Response<pb::DeleteLinkResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let action = Action::DeleteLink(DeleteLink {
+            id: r.id,
+            reason: r.reason,
+        });
+        match self
+            .write(caller, action, r.client_id, r.request_id)
+            .await?
+        {
+            (Outcome::LinkDeleted(id), _, log_index) => Ok(Response::new(pb::DeleteLinkResponse {
+                id: id.0,
+                log_index,
+            })),
+            (other, _, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_link_history(
+        &self,
+        request: Request<pb::GetLinkHistoryRequest>,
+    ) -> Result<Response<pb::GetLinkHistoryResponse>, Status> {
+        self.caller(&request)?;
+        let r = request.into_inner();
+        let (events, meta) = self
+            .service
+            .link_history(r.id, consistency(r.consistency))
+            .await
+            .map_err(|e| service_status(&e))?;
+        if events.is_empty() {
+            return Err(domain_status(&DomainError::LinkNotFound {
+                field: crate::domain::Field::Id,
+                id: crate::domain::LinkId(r.id),
+            }));
+        }
+        Ok(Response::new(pb::GetLinkHistoryResponse {
+            events: events.iter().map(audit_event).collect(),
+            read: read_info(meta),
+        }))
+    }
+
+    async fn list_key_types(
+        &self,
+        request: Request<pb::ListKeyTypesRequest>,
+    ) -> Result<Response<pb::ListKeyTypesResponse>, Status> {
+        self.caller(&request)?;
+        let (types, meta) = self
+            .service
+            .key_types(consistency(request.get_ref().consistency))
+            .await
+            .map_err(|e| service_status(&e))?;
+        Ok(Response::new(pb::ListKeyTypesResponse {
+            key_types: types.iter().map(key_type).collect(),
+            read: read_info(meta),
+        }))
+    }
+
+    async fn add_key_type(
+        &self,
+        request: Request<pb::AddKeyTypeRequest>,
+    ) -> Result<Response<pb::KeyTypeResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let action = Action::AddKeyType(AddKeyType {
+            code: r.code,
+            label_nl: r.label_nl,
+            label_fr: r.label_fr,
+            label_de: r.label_de,
+            label_en: r.label_en,
+        });
+        match self
+            .write(caller, action, r.client_id, r.request_id)
+            .await?
+        {
+            (Outcome::KeyType(k), _, log_index) => Ok(Response::new(pb::KeyTypeResponse {
+                key_type: Some(key_type(&k)),
+                log_index,
+            })),
+            (other, _, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn set_key_type_active(
+        &self,
+        request: Request<pb::SetKeyTypeActiveRequest>,
+    ) -> Result<Response<pb::KeyTypeResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let action = Action::SetKeyTypeActive(SetKeyTypeActive {
+            code: r.code,
+            active: r.active,
+        });
+        match self
+            .write(caller, action, r.client_id, r.request_id)
+            .await?
+        {
+            (Outcome::KeyType(k), _, log_index) => Ok(Response::new(pb::KeyTypeResponse {
+                key_type: Some(key_type(&k)),
+                log_index,
+            })),
+            (other, _, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn list_format_rules(
+        &self,
+        request: Request<pb::ListFormatRulesRequest>,
+    ) -> Result<Response<pb::ListFormatRulesResponse>, Status> {
+        self.caller(&request)?;
+        let (rules, meta) = self
+            .service
+            .format_rules(consistency(request.get_ref().consistency))
+            .await
+            .map_err(|e| service_status(&e))?;
+        Ok(Response::new(pb::ListFormatRulesResponse {
+            rules: rules
+                .iter()
+                .map(|(country, key_type, rule)| pb::CountryFormatRule {
+                    country: country.to_string(),
+                    key_type: key_type.to_string(),
+                    rule: Some(format_rule(rule)),
+                })
+                .collect(),
+            default_rule: Some(format_rule(&FormatRule::default_rule())),
+            read: read_info(meta),
+        }))
+    }
+
+    async fn set_format_rule(
+        &self,
+        request: Request<pb::SetFormatRuleRequest>,
+    ) -> Result<Response<pb::FormatRuleResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let action = Action::SetFormatRule(SetFormatRule {
+            country: r.country,
+            key_type: r.key_type,
+            rule: r.rule.map(|rule| FormatRuleInput {
+                min_length: length(rule.min_length),
+                max_length: length(rule.max_length),
+                pattern: rule.pattern,
+            }),
+        });
+        match self
+            .write(caller, action, r.client_id, r.request_id)
+            .await?
+        {
+            (
+                Outcome::FormatRule {
+                    country,
+                    key_type,
+                    rule,
+                },
+                _,
+                log_index,
+            ) => Ok(Response::new(pb::FormatRuleResponse {
+                country: country.to_string(),
+                key_type: key_type.to_string(),
+                rule: rule.as_ref().map(format_rule),
+                log_index,
+            })),
+            (other, _, _) => Err(unexpected(&other)),
+        }
+    }
+}
