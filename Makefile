@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 .PHONY: run test setup fmt lint unit
 
 run: setup
-	$(CARGO) run --locked --bin linkreg -- --help
+	$(CARGO) run --locked --bin linkreg -- serve --dev
 
 test: setup fmt lint unit
 

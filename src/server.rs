@@ -111,12 +111,13 @@ pub async fn start(
             TcpListenerStream::new(peer_listener),
             stopped(signal.clone()),
         );
+    let admin = ClusterAdminServer::new(AdminService::new(node.clone(), auth.clone()));
     let register = LinkRegisterServer::new(LinkRegisterService::new(service.clone(), auth))
         .max_decoding_message_size(CLIENT_MESSAGE_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_MAX);
     let client = tonic::transport::Server::builder()
         .add_service(register)
-        .add_service(ClusterAdminServer::new(AdminService::new(node.clone())))
+        .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(signal));
     let tasks = vec![tokio::spawn(peer), tokio::spawn(client)];
     let running = Running {

@@ -381,6 +381,37 @@ async fn every_rpc_checks_the_callers_role() {
         (err.code(), reason(&err).as_str()),
         (Code::NotFound, "LINK_NOT_FOUND")
     );
+    // Cluster administration is the keeper's.
+    let addr = format!("http://{}", n.running.client_addr);
+    let mut admin =
+        linkreg::proto::linkreg::cluster_admin_client::ClusterAdminClient::connect(addr)
+            .await
+            .unwrap();
+    for role in ["reader", "writer"] {
+        let err = admin
+            .status(as_role(Some(role), pb::StatusRequest {}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+    assert_eq!(
+        admin
+            .digest(Request::new(pb::DigestRequest {}))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    let status = admin
+        .status(as_role(Some("keeper"), pb::StatusRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (status.state.as_str(), status.leader_id),
+        ("leader", Some(1))
+    );
+
     // The history outlives the link.
     let history = c
         .get_link_history(as_role(

@@ -51,6 +51,7 @@ fn serve(id: u64, dir: &std::path::Path, peer: &str, client: &str, extra: &[&str
 fn cluster(server: &str, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(["cluster", "--json", "--server", server])
+        .env("LINKREG_TOKEN", "dev-keeper")
         .args(args)
         .output()
         .expect("linkreg cluster runs")
@@ -156,6 +157,24 @@ fn three_processes_form_a_cluster_survive_a_restart_and_agree_on_the_digest() {
         assert!(Instant::now() < deadline, "digests differ: {digests:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Administration is the keeper's: a writer is refused.
+    let out = Command::new(BIN)
+        .args([
+            "cluster",
+            "--server",
+            &clients[0],
+            "--token",
+            "dev-writer",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{out:?}"
+    );
 
     // A refused membership change says why, with a non-zero exit.
     let out = cluster(&clients[2], &["remove", "--id", "9"]);

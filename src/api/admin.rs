@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::Authenticator;
+use super::grpc::authorized;
 use crate::cluster::{self, ClusterError, MemberStatus};
+use crate::domain::Role;
 use crate::proto::linkreg as pb;
 use crate::proto::linkreg::cluster_admin_server::ClusterAdmin;
 use crate::raft::NodeInfo;
@@ -15,13 +18,19 @@ use crate::raft::node::RaftNode;
 
 pub const LEADER_METADATA: &str = "x-linkreg-leader";
 
+/// Cluster administration is the register keeper's.
 pub struct AdminService {
     node: Arc<RaftNode>,
+    auth: Authenticator,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<RaftNode>) -> AdminService {
-        AdminService { node }
+    pub fn new(node: Arc<RaftNode>, auth: Authenticator) -> AdminService {
+        AdminService { node, auth }
+    }
+
+    fn keeper<T>(&self, request: &Request<T>, action: &str) -> Result<(), Status> {
+        authorized(&self.auth, request, Role::Keeper, action).map(|_| ())
     }
 }
 
@@ -63,8 +72,9 @@ fn membership(status: cluster::Status) -> pb::MembershipResponse {
 impl ClusterAdmin for AdminService {
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.keeper(&req, "cluster_status")?;
         let s = cluster::status(&self.node);
         Ok(Response::new(pb::StatusResponse {
             node_id: s.node_id,
@@ -83,6 +93,7 @@ impl ClusterAdmin for AdminService {
         &self,
         req: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.keeper(&req, "add_learner")?;
         let r = req.into_inner();
         if r.peer_addr.trim().is_empty() {
             return Err(Status::invalid_argument("peer_addr: must not be empty"));
@@ -102,6 +113,7 @@ impl ClusterAdmin for AdminService {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.keeper(&req, "promote")?;
         let status = cluster::promote(&self.node, req.get_ref().id)
             .await
             .map_err(to_status)?;
@@ -112,6 +124,7 @@ impl ClusterAdmin for AdminService {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.keeper(&req, "remove")?;
         let status = cluster::remove(&self.node, req.get_ref().id)
             .await
             .map_err(to_status)?;
@@ -120,8 +133,9 @@ impl ClusterAdmin for AdminService {
 
     async fn snapshot(
         &self,
-        _: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        self.keeper(&req, "cluster_snapshot")?;
         let index = cluster::snapshot(&self.node).await.map_err(to_status)?;
         Ok(Response::new(pb::SnapshotResponse {
             snapshot_index: index,
@@ -130,8 +144,9 @@ impl ClusterAdmin for AdminService {
 
     async fn digest(
         &self,
-        _: Request<pb::DigestRequest>,
+        req: Request<pb::DigestRequest>,
     ) -> Result<Response<pb::DigestResponse>, Status> {
+        self.keeper(&req, "cluster_digest")?;
         let d = cluster::digest(&self.node).map_err(to_status)?;
         Ok(Response::new(pb::DigestResponse {
             node_id: self.node.id,

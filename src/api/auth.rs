@@ -204,6 +204,23 @@ impl Authenticator {
         Ok(auth)
     }
 
+    /// The caller of a request, from its `authorization: Bearer <token>` metadata.
+    pub fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Caller, &'static str> {
+        let header = metadata
+            .get("authorization")
+            .ok_or("missing authorization: Bearer <token>")?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or("authorization must be \"Bearer <token>\"")?;
+        self.caller(token).ok_or("unknown token")
+    }
+
     /// The caller a bearer token belongs to.
     pub fn caller(&self, token: &str) -> Option<Caller> {
         self.callers

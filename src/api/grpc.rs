@@ -33,28 +33,7 @@ impl LinkRegisterService {
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            error(
-                Code::Unauthenticated,
-                "UNAUTHENTICATED",
-                "missing authorization: Bearer <token>",
-            )
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                error(
-                    Code::Unauthenticated,
-                    "UNAUTHENTICATED",
-                    "authorization must be \"Bearer <token>\"",
-                )
-            })?;
-        self.auth
-            .caller(token)
-            .ok_or_else(|| error(Code::Unauthenticated, "UNAUTHENTICATED", "unknown token"))
+        authenticated(&self.auth, request)
     }
 
     /// Role check before anything is replicated; the rules check it again when applying.
@@ -89,6 +68,31 @@ impl LinkRegisterService {
             .map_err(|e| service_status(&e))?;
         let decision = verdict.map_err(|e| domain_status(&e))?;
         Ok((decision.outcome, decision.change, log_index))
+    }
+}
+
+/// The caller of a request, or UNAUTHENTICATED.
+pub fn authenticated<T>(auth: &Authenticator, request: &Request<T>) -> Result<Caller, Status> {
+    auth.authenticate(request.metadata())
+        .map_err(|why| error(Code::Unauthenticated, "UNAUTHENTICATED", why))
+}
+
+/// The caller of a request if it has at least `required`, or UNAUTHENTICATED / PERMISSION_DENIED.
+pub fn authorized<T>(
+    auth: &Authenticator,
+    request: &Request<T>,
+    required: crate::domain::Role,
+    action: &str,
+) -> Result<Caller, Status> {
+    let caller = authenticated(auth, request)?;
+    if caller.role.allows(required) {
+        Ok(caller)
+    } else {
+        Err(domain_status(&DomainError::PermissionDenied {
+            role: caller.role,
+            required,
+            action: action.to_string(),
+        }))
     }
 }
 

@@ -9,6 +9,9 @@ use linkreg::api::admin::LEADER_METADATA;
 use linkreg::proto::linkreg as pb;
 use linkreg::proto::linkreg::cluster_admin_client::ClusterAdminClient;
 use serde_json::{Value, json};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 #[derive(Debug, Args)]
@@ -24,6 +27,9 @@ pub struct ClusterArgs {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// A keeper's token.
+    #[arg(long, global = true, env = "LINKREG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -60,14 +66,48 @@ enum ClusterCommand {
     Digest,
 }
 
-async fn connect(addr: &str) -> anyhow::Result<ClusterAdminClient<Channel>> {
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = ClusterAdminClient<InterceptedService<Channel, Bearer>>;
+
+fn bearer(token: Option<&str>) -> anyhow::Result<Bearer> {
+    token
+        .map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .context("--token: not a valid header value")
+        })
+        .transpose()
+        .map(Bearer)
+}
+
+async fn connect(addr: &str, bearer: &Bearer) -> anyhow::Result<Client> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("--server {addr}"))?
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await
         .with_context(|| format!("connecting to {addr}"))?;
-    Ok(ClusterAdminClient::new(channel))
+    Ok(ClusterAdminClient::with_interceptor(
+        channel,
+        bearer.clone(),
+    ))
 }
 
 fn leader_of(status: &tonic::Status) -> Option<String> {
@@ -84,11 +124,12 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let bearer = bearer(args.token.as_deref())?;
         let mut server = args.server.clone();
         // Membership changes must run on the leader: follow one redirect.
         for _ in 0..2 {
-            let mut client = connect(&server).await?;
-            match call(&mut client, &args.command).await {
+            let mut client = connect(&server, &bearer).await?;
+            match call(&mut client, &args.command, &bearer).await {
                 Ok(value) => {
                     print(&value, args.json, &args.command);
                     return Ok(ExitCode::SUCCESS);
@@ -113,18 +154,23 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::FailedPrecondition => "refused",
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::Unauthenticated => {
+            "unauthenticated (give a keeper's --token or LINKREG_TOKEN)"
+        }
+        tonic::Code::PermissionDenied => "permission denied",
         _ => "error",
     }
 }
 
 async fn call(
-    client: &mut ClusterAdminClient<Channel>,
+    client: &mut Client,
     command: &ClusterCommand,
+    bearer: &Bearer,
 ) -> Result<Value, tonic::Status> {
     Ok(match command {
         ClusterCommand::Status => {
             let mut value = status_json(&client.status(pb::StatusRequest {}).await?.into_inner());
-            add_member_progress(&mut value).await;
+            add_member_progress(&mut value, bearer).await;
             value
         }
         ClusterCommand::AddLearner {
@@ -165,7 +211,7 @@ async fn call(
 }
 
 /// Asks each member for its own applied index: the leader only knows what it has replicated.
-async fn add_member_progress(status: &mut Value) {
+async fn add_member_progress(status: &mut Value, bearer: &Bearer) {
     let Some(members) = status["members"].as_array_mut() else {
         return;
     };
@@ -175,7 +221,7 @@ async fn add_member_progress(status: &mut Value) {
             .unwrap_or_default()
             .to_string();
         let own = async {
-            let mut client = connect(&addr).await.ok()?;
+            let mut client = connect(&addr, bearer).await.ok()?;
             let request = client.status(pb::StatusRequest {});
             tokio::time::timeout(Duration::from_secs(2), request)
                 .await
@@ -265,16 +311,21 @@ fn print(value: &Value, as_json: bool, command: &ClusterCommand) {
 
 fn print_members(members: &Value) {
     println!(
-        "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}",
-        "ID", "ROLE", "PEER", "CLIENT", "MATCHED", "LAG"
+        "{:<4} {:<8} {:<22} {:<22} {:>8} {:>8} {:>6}",
+        "ID", "ROLE", "PEER", "CLIENT", "APPLIED", "MATCHED", "LAG"
     );
     for m in members.as_array().into_iter().flatten() {
+        let applied = match &m["reachable"] {
+            Value::Bool(false) => "down".to_string(),
+            _ => opt(&m["applied_index"]),
+        };
         println!(
-            "{:<4} {:<8} {:<22} {:<22} {:>8} {:>6}",
+            "{:<4} {:<8} {:<22} {:<22} {:>8} {:>8} {:>6}",
             opt(&m["id"]),
             opt(&m["role"]),
             opt(&m["peer_addr"]),
             opt(&m["client_addr"]),
+            applied,
             opt(&m["matched_index"]),
             opt(&m["lag"]),
         );

@@ -186,7 +186,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
                 eprintln!(
                     "WARNING: development mode is NOT for production. Anyone may use the tokens\n  \
                      dev-keeper  (role keeper)\n  dev-writer  (role writer)\n\
-                     e.g. grpcurl -H 'authorization: Bearer dev-writer' ..."
+                     clients send the header  authorization: Bearer dev-writer"
                 );
                 Authenticator::fixed(dev_callers())
             }
