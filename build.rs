@@ -14,7 +14,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts run single-threaded; nothing else reads the environment meanwhile.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    tonic_prost_build::configure().compile_protos(&protos, &[PathBuf::from("proto")])?;
+    let includes = [PathBuf::from("proto")];
+    let (public, internal): (Vec<PathBuf>, Vec<PathBuf>) = protos
+        .into_iter()
+        .partition(|p| p.starts_with("proto/linkreg"));
+    // The public API's descriptor set serves gRPC reflection on the client listener, so generic
+    // tools can call it; the internal peer API stays out of it.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("linkreg_descriptor.bin"))
+        .compile_protos(&public, &includes)?;
+    if !internal.is_empty() {
+        tonic_prost_build::configure().compile_protos(&internal, &includes)?;
+    }
     Ok(())
 }
 

@@ -9,3 +9,6 @@ pub mod raft {
 pub mod linkreg {
     tonic::include_proto!("linkreg.v1");
 }
+
+/// Every message and service of `proto/`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("linkreg_descriptor");

@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::api::admin::AdminService;
 use crate::api::auth::Authenticator;
@@ -51,6 +53,8 @@ pub enum ServerError {
     Join(#[from] cluster::ClusterError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
 }
 
 /// A started node with its listeners; dropping the shutdown sender or sending `true` stops them.
@@ -61,6 +65,7 @@ pub struct Running {
     pub peer_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    health: HealthReporter,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -111,14 +116,27 @@ pub async fn start(
             TcpListenerStream::new(peer_listener),
             stopped(signal.clone()),
         );
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
     let admin = ClusterAdminServer::new(AdminService::new(node.clone(), auth.clone()));
     let register = LinkRegisterServer::new(LinkRegisterService::new(service.clone(), auth))
         .max_decoding_message_size(CLIENT_MESSAGE_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_MAX);
     let client = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(register)
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(signal));
+    tokio::spawn(report_health(
+        node.clone(),
+        health.clone(),
+        shutdown.subscribe(),
+    ));
     let tasks = vec![tokio::spawn(peer), tokio::spawn(client)];
     let running = Running {
         node,
@@ -127,6 +145,7 @@ pub async fn start(
         peer_addr,
         shutdown,
         tasks,
+        health,
     };
     if config.init && running.node.initialize_if_new().await? {
         tracing::info!(node = config.id, "initialized a new single-voter cluster");
@@ -141,9 +160,53 @@ pub async fn start(
     Ok(running)
 }
 
+/// The services whose health is reported: the whole server ("") and the client API.
+const HEALTH_SERVICES: [&str; 2] = ["", "linkreg.v1.LinkRegister"];
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// SERVING while this node knows a leader and has applied everything it knows to be committed
+/// (so a local read is not behind what it could serve); NOT_SERVING otherwise and from shutdown.
+async fn report_health(
+    node: Arc<RaftNode>,
+    reporter: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut metrics = node.raft.metrics();
+    let mut committed = node.committed.clone();
+    let mut last = None;
+    loop {
+        let status = {
+            let m = metrics.borrow_and_update();
+            let applied = m.last_applied.map(|l| l.index);
+            let known = *committed.borrow_and_update();
+            if m.current_leader.is_some() && applied >= known {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            set_health(&reporter, status).await;
+            last = Some(status);
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { break },
+            changed = committed.changed() => if changed.is_err() { break },
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    set_health(&reporter, ServingStatus::NotServing).await;
+}
+
 impl Running {
     /// Stops listening and shuts raft down; the store closes when the last handle goes.
     pub async fn stop(self) {
+        set_health(&self.health, ServingStatus::NotServing).await;
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             match task.await {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
+use tokio::sync::watch;
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::store::{Store, StoreError};
@@ -21,11 +22,21 @@ const COMMITTED: &[u8] = b"committed";
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<Store>,
+    /// The commit index openraft last told us about, for health reporting.
+    committed: Arc<watch::Sender<Option<u64>>>,
 }
 
 impl LogStore {
     pub fn new(store: Arc<Store>) -> LogStore {
-        LogStore { store }
+        LogStore {
+            store,
+            committed: Arc::new(watch::Sender::new(None)),
+        }
+    }
+
+    /// Follows the highest log index this node knows to be committed.
+    pub fn committed(&self) -> watch::Receiver<Option<u64>> {
+        self.committed.subscribe()
     }
 }
 
@@ -96,6 +107,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Not synced: losing it only means a restarted node learns the commit index from the
     /// leader instead of re-applying up to it before the first election.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.committed.send_replace(committed.map(|l| l.index));
         self.store
             .set_raft_meta_unsynced(COMMITTED, &committed)
             .map_err(|e| StorageIOError::write(&e).into())

@@ -58,6 +58,8 @@ pub struct RaftNode {
     pub raft: Raft<TypeConfig>,
     pub store: Arc<Store>,
     pub faults: Arc<Faults>,
+    /// The highest index this node knows to be committed.
+    pub committed: tokio::sync::watch::Receiver<Option<u64>>,
 }
 
 impl RaftNode {
@@ -98,21 +100,18 @@ impl RaftNode {
             from: id,
             faults: faults.clone(),
         };
-        let raft = Raft::new(
-            id,
-            Arc::new(config),
-            network,
-            LogStore::new(store.clone()),
-            sm,
-        )
-        .await
-        .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let log_store = LogStore::new(store.clone());
+        let committed = log_store.committed();
+        let raft = Raft::new(id, Arc::new(config), network, log_store, sm)
+            .await
+            .map_err(|e| NodeError::Fatal(e.to_string()))?;
         Ok(RaftNode {
             id,
             info,
             raft,
             store,
             faults,
+            committed,
         })
     }
 
