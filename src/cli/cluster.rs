@@ -9,8 +9,8 @@ use linkreg::api::admin::LEADER_METADATA;
 use linkreg::proto::linkreg as pb;
 use linkreg::proto::linkreg::cluster_admin_client::ClusterAdminClient;
 use serde_json::{Value, json};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
+
+use super::connect::{Bearer, bearer, channel, code_name};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -66,46 +66,11 @@ enum ClusterCommand {
     Digest,
 }
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
 type Client = ClusterAdminClient<InterceptedService<Channel, Bearer>>;
 
-fn bearer(token: Option<&str>) -> anyhow::Result<Bearer> {
-    token
-        .map(|t| {
-            format!("Bearer {t}")
-                .parse()
-                .context("--token: not a valid header value")
-        })
-        .transpose()
-        .map(Bearer)
-}
-
 async fn connect(addr: &str, bearer: &Bearer) -> anyhow::Result<Client> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("--server {addr}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
     Ok(ClusterAdminClient::with_interceptor(
-        channel,
+        channel(addr).await?,
         bearer.clone(),
     ))
 }
@@ -147,19 +112,6 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         }
         bail!("the leader moved while the command was redirected; run it again")
     })
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::FailedPrecondition => "refused",
-        tonic::Code::Unavailable => "unavailable",
-        tonic::Code::InvalidArgument => "invalid argument",
-        tonic::Code::Unauthenticated => {
-            "unauthenticated (give a keeper's --token or LINKREG_TOKEN)"
-        }
-        tonic::Code::PermissionDenied => "permission denied",
-        _ => "error",
-    }
 }
 
 async fn call(

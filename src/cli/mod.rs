@@ -1,7 +1,9 @@
 //! Command-line interface. `anyhow` lives here and in `main`, never in the library.
 
 mod callers;
+mod client;
 mod cluster;
+mod connect;
 mod serve;
 mod ssin;
 
@@ -21,6 +23,27 @@ pub struct Cli {
 enum Command {
     /// Run a node of the register.
     Serve(serve::ServeArgs),
+    /// Search, create, update and delete links.
+    Link {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::LinkCommand,
+    },
+    /// The catalogue of foreign-key types.
+    KeyType {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::KeyTypeCommand,
+    },
+    /// Allowed formats of foreign keys per country and key type.
+    FormatRule {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::FormatRuleCommand,
+    },
     /// Manage the organizations allowed to call the register.
     #[command(subcommand)]
     Callers(callers::CallersCommand),
@@ -34,6 +57,11 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Link { client, command } => client::run(client, client::Call::Link(command)),
+        Command::KeyType { client, command } => client::run(client, client::Call::KeyType(command)),
+        Command::FormatRule { client, command } => {
+            client::run(client, client::Call::FormatRule(command))
+        }
         Command::Callers(command) => callers::run(command),
         Command::Cluster(args) => cluster::run(args),
         Command::Ssin(command) => ssin::run(command),
