@@ -5,12 +5,12 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test setup fmt lint unit
+.PHONY: run test setup fmt lint unit python
 
 run: setup
 	$(CARGO) run --locked --bin linkreg -- serve --dev
 
-test: setup fmt lint unit
+test: setup fmt lint unit python
 
 setup:
 	@missing=""; \
@@ -30,3 +30,15 @@ lint:
 
 unit:
 	$(CARGO) test --locked --all-targets
+
+# A client in another language: Python grpcio stubs generated from proto/ against a running node
+# (the binary `unit` built). Installed from PyPI into a venv under target/.
+PYVENV := target/pyvenv
+python:
+	@[ -x $(PYVENV)/bin/python ] || python3 -m venv $(PYVENV) 2>/dev/null || { \
+		echo "setup: installing python3-venv"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3 python3-venv && \
+		rm -rf $(PYVENV) && python3 -m venv $(PYVENV); }
+	$(PYVENV)/bin/pip install --quiet --disable-pip-version-check grpcio==1.85.3 grpcio-tools==1.85.1
+	$(PYVENV)/bin/python tests/python/client_test.py
