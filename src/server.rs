@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -17,7 +18,7 @@ use crate::api::grpc::LinkRegisterService;
 use crate::cluster;
 use crate::proto::linkreg::cluster_admin_server::ClusterAdminServer;
 use crate::proto::linkreg::link_register_server::LinkRegisterServer;
-use crate::raft::network::Faults;
+use crate::raft::network::{Faults, PeerTransport};
 use crate::raft::node::{NodeError, RaftNode, Tuning};
 use crate::raft::{NodeId, NodeInfo};
 use crate::service::Service;
@@ -38,6 +39,41 @@ pub struct NodeConfig {
     pub join: Option<String>,
     pub tuning: Tuning,
     pub write_timeout: Duration,
+    /// TLS on the client listener; with a CA, clients must present a certificate it signed.
+    pub client_tls: Option<TlsFiles>,
+    /// Mutual TLS between members (the CA is required).
+    pub peer_tls: Option<TlsFiles>,
+}
+
+/// PEM contents of a certificate chain, its key, and optionally a CA for the other side.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub ca: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("cert", &format!("{} bytes", self.cert.len()))
+            .field("key", &"(redacted)")
+            .field(
+                "ca",
+                &self.ca.as_ref().map(|c| format!("{} bytes", c.len())),
+            )
+            .finish()
+    }
+}
+
+impl TlsFiles {
+    fn server_config(&self) -> ServerTlsConfig {
+        let config = ServerTlsConfig::new().identity(Identity::from_pem(&self.cert, &self.key));
+        match &self.ca {
+            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+            None => config,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +91,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A started node with its listeners; dropping the shutdown sender or sending `true` stops them.
@@ -95,6 +133,19 @@ pub async fn start(
             addr: config.client_addr,
             source,
         })?;
+    let transport = match &config.peer_tls {
+        Some(TlsFiles {
+            cert,
+            key,
+            ca: Some(ca),
+        }) => PeerTransport::mutual_tls(cert, key, ca),
+        Some(_) => {
+            return Err(ServerError::Tls(
+                "peer TLS needs a CA: members must authenticate each other".into(),
+            ));
+        }
+        None => PeerTransport::plain(),
+    };
     let node = Arc::new(
         RaftNode::start(
             config.id,
@@ -102,6 +153,7 @@ pub async fn start(
             &config.data_dir,
             &config.tuning,
             faults,
+            transport,
         )
         .await?,
     );
@@ -110,7 +162,13 @@ pub async fn start(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let peer = tonic::transport::Server::builder()
+    let mut peer = tonic::transport::Server::builder();
+    if let Some(tls) = &config.peer_tls {
+        peer = peer
+            .tls_config(tls.server_config())
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    let peer = peer
         .add_service(node.peer_service())
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(peer_listener),
@@ -126,7 +184,13 @@ pub async fn start(
     let register = LinkRegisterServer::new(LinkRegisterService::new(service.clone(), auth))
         .max_decoding_message_size(CLIENT_MESSAGE_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_MAX);
-    let client = tonic::transport::Server::builder()
+    let mut client = tonic::transport::Server::builder();
+    if let Some(tls) = &config.client_tls {
+        client = client
+            .tls_config(tls.server_config())
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    let client = client
         .add_service(health_service)
         .add_service(reflection)
         .add_service(register)

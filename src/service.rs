@@ -30,7 +30,7 @@ use crate::domain::{
     RegisterView, Timestamp, Verdict,
 };
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
-use crate::raft::network::{decode, encode, peer_channel, peer_client};
+use crate::raft::network::{decode, encode, peer_client};
 use crate::raft::node::RaftNode;
 use crate::raft::peer::{ReadIndexResult, WriteResult};
 use crate::raft::{AuditEvent, ClientRequest, NodeId, NodeInfo, Request, Response};
@@ -210,7 +210,12 @@ impl Service {
         if let Some(client) = peers.get(addr) {
             return Ok(client.clone());
         }
-        let client = peer_client(peer_channel(addr).map_err(|e| e.to_string())?);
+        let client = peer_client(
+            self.node
+                .transport
+                .channel(addr)
+                .map_err(|e| e.to_string())?,
+        );
         peers.insert(addr.to_string(), client.clone());
         Ok(client)
     }

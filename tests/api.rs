@@ -60,6 +60,8 @@ async fn node() -> Node {
             ..Tuning::default()
         },
         write_timeout: Duration::from_secs(5),
+        client_tls: None,
+        peer_tls: None,
     };
     let callers = Callers::from_tokens(&[
         ("reader-token", caller("Reader org", Role::Reader)),

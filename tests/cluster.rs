@@ -82,6 +82,8 @@ impl Cluster {
             join,
             tuning: self.tuning.clone(),
             write_timeout: Duration::from_secs(5),
+            client_tls: None,
+            peer_tls: None,
         }
     }
 

@@ -11,7 +11,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use super::connect::{Bearer, bearer, channel, code_name};
+use super::connect::{Bearer, TlsArgs, bearer, channel, code_name};
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -31,6 +31,8 @@ pub struct ClientArgs {
     /// Print one JSON document instead of text.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,9 +179,10 @@ pub fn run(args: ClientArgs, call: Call) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         let bearer = bearer(args.token.as_deref())?;
+        let tls = args.tls.config()?;
         let mut last_error = None;
         for server in &args.servers {
-            let mut client = match channel(server).await {
+            let mut client = match channel(server, tls.as_ref()).await {
                 Ok(ch) => LinkRegisterClient::with_interceptor(ch, bearer.clone()),
                 Err(e) => {
                     eprintln!("{server}: {e:#}; trying the next server");

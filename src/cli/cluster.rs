@@ -10,7 +10,7 @@ use linkreg::proto::linkreg as pb;
 use linkreg::proto::linkreg::cluster_admin_client::ClusterAdminClient;
 use serde_json::{Value, json};
 
-use super::connect::{Bearer, bearer, channel, code_name};
+use super::connect::{Bearer, TlsArgs, bearer, channel, code_name};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -30,6 +30,8 @@ pub struct ClusterArgs {
     /// A keeper's token.
     #[arg(long, global = true, env = "LINKREG_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -68,10 +70,16 @@ enum ClusterCommand {
 
 type Client = ClusterAdminClient<InterceptedService<Channel, Bearer>>;
 
-async fn connect(addr: &str, bearer: &Bearer) -> anyhow::Result<Client> {
+/// What every call of one command carries: the token and the TLS settings.
+struct Access {
+    bearer: Bearer,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+async fn connect(addr: &str, access: &Access) -> anyhow::Result<Client> {
     Ok(ClusterAdminClient::with_interceptor(
-        channel(addr).await?,
-        bearer.clone(),
+        channel(addr, access.tls.as_ref()).await?,
+        access.bearer.clone(),
     ))
 }
 
@@ -89,12 +97,15 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let bearer = bearer(args.token.as_deref())?;
+        let access = Access {
+            bearer: bearer(args.token.as_deref())?,
+            tls: args.tls.config()?,
+        };
         let mut server = args.server.clone();
         // Membership changes must run on the leader: follow one redirect.
         for _ in 0..2 {
-            let mut client = connect(&server, &bearer).await?;
-            match call(&mut client, &args.command, &bearer).await {
+            let mut client = connect(&server, &access).await?;
+            match call(&mut client, &args.command, &access).await {
                 Ok(value) => {
                     print(&value, args.json, &args.command);
                     return Ok(ExitCode::SUCCESS);
@@ -117,12 +128,12 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
 async fn call(
     client: &mut Client,
     command: &ClusterCommand,
-    bearer: &Bearer,
+    access: &Access,
 ) -> Result<Value, tonic::Status> {
     Ok(match command {
         ClusterCommand::Status => {
             let mut value = status_json(&client.status(pb::StatusRequest {}).await?.into_inner());
-            add_member_progress(&mut value, bearer).await;
+            add_member_progress(&mut value, access).await;
             value
         }
         ClusterCommand::AddLearner {
@@ -163,7 +174,7 @@ async fn call(
 }
 
 /// Asks each member for its own applied index: the leader only knows what it has replicated.
-async fn add_member_progress(status: &mut Value, bearer: &Bearer) {
+async fn add_member_progress(status: &mut Value, access: &Access) {
     let Some(members) = status["members"].as_array_mut() else {
         return;
     };
@@ -173,7 +184,7 @@ async fn add_member_progress(status: &mut Value, bearer: &Bearer) {
             .unwrap_or_default()
             .to_string();
         let own = async {
-            let mut client = connect(&addr, bearer).await.ok()?;
+            let mut client = connect(&addr, access).await.ok()?;
             let request = client.status(pb::StatusRequest {});
             tokio::time::timeout(Duration::from_secs(2), request)
                 .await

@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use std::path::PathBuf;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::Channel;
+
+use clap::Args;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
@@ -36,9 +39,56 @@ pub fn bearer(token: Option<&str>) -> anyhow::Result<Bearer> {
         .map(Bearer)
 }
 
-pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("--server {addr}"))?
+/// TLS towards the server: its CA, and a client certificate where the server asks for one.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Speak TLS and trust server certificates signed by this CA (PEM).
+    #[arg(long, global = true, env = "LINKREG_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that require one.
+    #[arg(
+        long,
+        global = true,
+        env = "LINKREG_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    #[arg(
+        long,
+        global = true,
+        env = "LINKREG_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn config(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(Some(config))
+    }
+}
+
+pub async fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Channel> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .with_context(|| format!("--server {addr}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .context("TLS configuration")?;
+    }
+    endpoint
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .connect()

@@ -14,7 +14,7 @@ use linkreg::api::auth::{Authenticator, dev_callers};
 use linkreg::raft::NodeInfo;
 use linkreg::raft::network::Faults;
 use linkreg::raft::node::Tuning;
-use linkreg::server::{self, NodeConfig};
+use linkreg::server::{self, NodeConfig, TlsFiles};
 use serde::Deserialize;
 
 #[derive(Debug, Args)]
@@ -55,6 +55,49 @@ pub struct ServeArgs {
     /// Callers file (TOML, token hashes only; see `linkreg callers add`), re-read when it changes.
     #[arg(long, env = "LINKREG_CALLERS", value_name = "FILE")]
     callers: Option<PathBuf>,
+    /// TLS certificate chain (PEM) of the client listener.
+    #[arg(
+        long,
+        env = "LINKREG_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "LINKREG_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM) on the client listener.
+    #[arg(
+        long,
+        env = "LINKREG_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// This member's peer certificate (PEM, with DNS name `linkreg-peer`): enables mutual TLS
+    /// between members.
+    #[arg(long, env = "LINKREG_PEER_CERT", value_name = "FILE", requires_all = ["peer_key", "peer_ca"])]
+    peer_cert: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "LINKREG_PEER_KEY",
+        value_name = "FILE",
+        requires = "peer_cert"
+    )]
+    peer_key: Option<PathBuf>,
+    /// The CA that signs every member's peer certificate.
+    #[arg(
+        long,
+        env = "LINKREG_PEER_CA",
+        value_name = "FILE",
+        requires = "peer_cert"
+    )]
+    peer_ca: Option<PathBuf>,
     /// Development mode, NOT for production: a self-initializing node (data in ./data) that
     /// accepts the well-known tokens `dev-keeper` and `dev-writer`. Other flags still apply.
     #[arg(long, env = "LINKREG_DEV")]
@@ -81,6 +124,35 @@ struct FileConfig {
     init: Option<bool>,
     join: Option<String>,
     callers: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    peer_cert: Option<PathBuf>,
+    peer_key: Option<PathBuf>,
+    peer_ca: Option<PathBuf>,
+}
+
+fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (None, None) if ca.is_none() => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: read_pem(&cert, &format!("{what} certificate"))?,
+            key: read_pem(&key, &format!("{what} key"))?,
+            ca: ca
+                .map(|ca| read_pem(&ca, &format!("{what} CA")))
+                .transpose()?,
+        })),
+        _ => bail!("{what} TLS needs both a certificate and a key"),
+    }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -166,6 +238,24 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<(NodeConfig, CallerSource)> {
         join,
         tuning: Tuning::default(),
         write_timeout: Duration::from_secs(10),
+        client_tls: tls_files(
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_client_ca.or(file.tls_client_ca),
+            "client listener",
+        )?,
+        peer_tls: {
+            let peer = tls_files(
+                args.peer_cert.or(file.peer_cert),
+                args.peer_key.or(file.peer_key),
+                args.peer_ca.or(file.peer_ca),
+                "peer",
+            )?;
+            if peer.as_ref().is_some_and(|p| p.ca.is_none()) {
+                bail!("--peer-ca is required with --peer-cert: members must verify each other");
+            }
+            peer
+        },
     };
     Ok((config, callers))
 }

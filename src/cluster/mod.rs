@@ -7,7 +7,7 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
-use crate::raft::network::{decode, encode, peer_channel, peer_client};
+use crate::raft::network::{decode, encode, peer_client};
 use crate::raft::node::RaftNode;
 use crate::raft::peer::JoinResult;
 use crate::raft::state_machine::{self, Digest};
@@ -197,7 +197,8 @@ pub async fn join(node: &RaftNode, peer_addr: &str, timeout: Duration) -> Result
     let mut target = peer_addr.to_string();
     loop {
         let attempt = async {
-            let mut client = peer_client(peer_channel(&target).map_err(|e| e.to_string())?);
+            let mut client =
+                peer_client(node.transport.channel(&target).map_err(|e| e.to_string())?);
             let reply = client
                 .join(encode(&(node.id, node.info.clone())).map_err(|e| e.to_string())?)
                 .await

@@ -16,7 +16,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{NodeId, NodeInfo, TypeConfig};
 use crate::proto::raft::Payload;
@@ -100,12 +100,45 @@ impl Faults {
     }
 }
 
-/// A gRPC channel to a peer's address (lazily connected, reconnects by itself).
-pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// The name every peer certificate carries (as a DNS subject alternative name). Peers are dialled
+/// by whatever address the membership holds, so the name checked is this one, not the address:
+/// being signed by the cluster's peer CA is what makes a node a member.
+pub const PEER_TLS_NAME: &str = "linkreg-peer";
+
+/// How members dial each other: plain, or mutual TLS with the cluster's peer CA.
+#[derive(Clone, Default, Debug)]
+pub struct PeerTransport {
+    tls: Option<ClientTlsConfig>,
+}
+
+impl PeerTransport {
+    pub fn plain() -> PeerTransport {
+        PeerTransport::default()
+    }
+
+    /// Mutual TLS: present `cert`/`key`, accept only peers whose certificate `ca` signed.
+    pub fn mutual_tls(cert: &[u8], key: &[u8], ca: &[u8]) -> PeerTransport {
+        PeerTransport {
+            tls: Some(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .identity(Identity::from_pem(cert, key))
+                    .domain_name(PEER_TLS_NAME),
+            ),
+        }
+    }
+
+    /// A gRPC channel to a peer's address (lazily connected, reconnects by itself).
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        Ok(endpoint.connect_lazy())
+    }
 }
 
 pub fn peer_client(channel: Channel) -> RaftPeerClient<Channel> {
@@ -129,6 +162,7 @@ pub fn decode<T: DeserializeOwned>(payload: &Payload) -> Result<T, tonic::Status
 pub struct Network {
     pub from: NodeId,
     pub faults: Arc<Faults>,
+    pub transport: PeerTransport,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -138,7 +172,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerConnection {
             from: self.from,
             target,
-            client: peer_channel(&node.peer_addr)
+            client: self
+                .transport
+                .channel(&node.peer_addr)
                 .map(peer_client)
                 .map_err(|e| e.to_string()),
             faults: self.faults.clone(),

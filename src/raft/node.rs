@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use openraft::{Config, Raft, SnapshotPolicy};
 
-use super::network::{Faults, MAX_MESSAGE, Network};
+use super::network::{Faults, MAX_MESSAGE, Network, PeerTransport};
 use super::peer::PeerService;
 use super::{LogStore, NodeId, NodeInfo, StateMachine, StateMachineError, TypeConfig};
 use crate::proto::raft::raft_peer_server::RaftPeerServer;
@@ -60,6 +60,8 @@ pub struct RaftNode {
     pub faults: Arc<Faults>,
     /// The highest index this node knows to be committed.
     pub committed: tokio::sync::watch::Receiver<Option<u64>>,
+    /// How this node dials the other members.
+    pub transport: PeerTransport,
 }
 
 impl RaftNode {
@@ -71,6 +73,7 @@ impl RaftNode {
         data_dir: &Path,
         tuning: &Tuning,
         faults: Arc<Faults>,
+        transport: PeerTransport,
     ) -> Result<RaftNode, NodeError> {
         let config = Config {
             cluster_name: "linkreg".into(),
@@ -99,6 +102,7 @@ impl RaftNode {
         let network = Network {
             from: id,
             faults: faults.clone(),
+            transport: transport.clone(),
         };
         let log_store = LogStore::new(store.clone());
         let committed = log_store.committed();
@@ -112,6 +116,7 @@ impl RaftNode {
             store,
             faults,
             committed,
+            transport,
         })
     }
 
