@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::domain::query::{self, ForeignKeyQuery, SsinQuery};
+use crate::domain::rules::decide;
 use crate::domain::{
     Action, Caller, Command, Country, DomainError, FormatRule, KeyType, KeyTypeCode, Link, LinkId,
     RegisterView, Timestamp, Verdict,
@@ -76,7 +77,8 @@ pub struct ReadMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOutcome {
     pub verdict: Verdict,
-    pub log_index: u64,
+    /// The entry that decided the command; `None` for input refused before replication.
+    pub log_index: Option<u64>,
 }
 
 pub struct Service {
@@ -125,14 +127,22 @@ impl Service {
                 return Err(ServiceError::InvalidClientId("longer than 128 characters"));
             }
         }
-        let request = Request {
-            command: Command {
-                caller,
-                at: now(),
-                action,
-            },
-            session,
+        let command = Command {
+            caller,
+            at: now(),
+            action,
         };
+        // Input that is wrong whatever the register holds would be refused alike by every
+        // replica: refuse it here, so it never takes a log entry.
+        if let Err(e) = decide(&*self.node.store, &command)?
+            && e.is_input_error()
+        {
+            return Ok(WriteOutcome {
+                verdict: Err(e),
+                log_index: None,
+            });
+        }
+        let request = Request { command, session };
         let deadline = Instant::now() + self.write_timeout;
         loop {
             let (leader, leader_node) = self.leader(deadline).await?;
@@ -146,7 +156,7 @@ impl Service {
                     return match response {
                         Response::Verdict { verdict, log_index } => Ok(WriteOutcome {
                             verdict: *verdict,
-                            log_index,
+                            log_index: Some(log_index),
                         }),
                         Response::Stale { last_request_id } => Err(ServiceError::StaleRequest {
                             request_id: request.session.as_ref().map_or(0, |s| s.request_id),

@@ -442,8 +442,18 @@ async fn every_bad_field_is_named_and_changes_nothing() {
         .create_link(as_role(Some("writer"), create("85073003328", "NX123456")))
         .await
         .unwrap();
-    let id = existing.into_inner().link.unwrap().id;
+    let existing = existing.into_inner();
+    let id = existing.link.unwrap().id;
+    // Metrics are published asynchronously: wait until they show the create.
+    n.running
+        .node
+        .raft
+        .wait(Some(Duration::from_secs(5)))
+        .log_index_at_least(Some(existing.log_index), "create in metrics")
+        .await
+        .unwrap();
     let before = register(&n.running);
+    let log_before = n.running.node.raft.metrics().borrow().last_log_index;
 
     let mut cases: Vec<(Status, &str, &str)> = Vec::new();
     let c = &mut n.client;
@@ -465,14 +475,10 @@ async fn every_bad_field_is_named_and_changes_nothing() {
             "UNKNOWN_COUNTRY",
         ),
         (
-            pb::CreateLinkRequest {
-                key_type: "VISA".into(),
-                ..create("75060898009", "NX999999")
-            },
-            "key_type",
-            "UNKNOWN_KEY_TYPE",
+            create("75060898009", "A\u{0}B"),
+            "value",
+            "INVALID_FOREIGN_KEY",
         ),
-        (create("75060898009", "AB1"), "value", "INVALID_FOREIGN_KEY"),
         (
             pb::CreateLinkRequest {
                 valid_from: Some("2020-02-30".into()),
@@ -563,6 +569,25 @@ async fn every_bad_field_is_named_and_changes_nothing() {
         "code",
         "INVALID_KEY_TYPE_CODE",
     ));
+    for (field, blank) in [("labels.nl", 0), ("labels.de", 2), ("labels.en", 3)] {
+        let mut request = pb::AddKeyTypeRequest {
+            code: "VISA".into(),
+            ..add.clone()
+        };
+        *[
+            &mut request.label_nl,
+            &mut request.label_fr,
+            &mut request.label_de,
+            &mut request.label_en,
+        ][blank] = " ".into();
+        cases.push((
+            c.add_key_type(as_role(Some("keeper"), request))
+                .await
+                .unwrap_err(),
+            field,
+            "INVALID_TEXT",
+        ));
+    }
     let unlabeled = pb::AddKeyTypeRequest {
         code: "VISA".into(),
         label_fr: "".into(),
@@ -576,7 +601,7 @@ async fn every_bad_field_is_named_and_changes_nothing() {
         "INVALID_TEXT",
     ));
     let activate = pb::SetKeyTypeActiveRequest {
-        code: "NOPE".into(),
+        code: "nope".into(),
         active: true,
         ..Default::default()
     };
@@ -585,7 +610,7 @@ async fn every_bad_field_is_named_and_changes_nothing() {
             .await
             .unwrap_err(),
         "code",
-        "UNKNOWN_KEY_TYPE",
+        "INVALID_KEY_TYPE_CODE",
     ));
     let rule = |min, max, pattern: &str| pb::SetFormatRuleRequest {
         country: "DE".into(),
@@ -618,6 +643,17 @@ async fn every_bad_field_is_named_and_changes_nothing() {
         "pattern",
         "INVALID_FORMAT_RULE",
     ));
+    let bad_type = pb::SetFormatRuleRequest {
+        key_type: "Passport".into(),
+        ..rule(1, 9, "")
+    };
+    cases.push((
+        c.set_format_rule(as_role(Some("keeper"), bad_type))
+            .await
+            .unwrap_err(),
+        "key_type",
+        "INVALID_KEY_TYPE_CODE",
+    ));
     let bad_country = pb::SetFormatRuleRequest {
         country: "QQ".into(),
         ..rule(1, 9, "")
@@ -639,7 +675,28 @@ async fn every_bad_field_is_named_and_changes_nothing() {
         );
         assert_eq!(reason(status), *code, "{status:?}");
     }
-    // Refusals are recorded in the log as verdicts but change no register data.
+    // None of it changed the register, and none of it took a log entry: malformed input is
+    // refused before replication.
+    assert_eq!(register(&n.running), before);
+    assert_eq!(
+        n.running.node.raft.metrics().borrow().last_log_index,
+        log_before
+    );
+    // A refusal that depends on the register's state goes through the log like any command,
+    // and still changes nothing.
+    let unknown_type = pb::CreateLinkRequest {
+        key_type: "VISA".into(),
+        ..create("75060898009", "NX999999")
+    };
+    let err = n
+        .client
+        .create_link(as_role(Some("writer"), unknown_type))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (violated_field(&err).as_deref(), reason(&err).as_str()),
+        (Some("key_type"), "UNKNOWN_KEY_TYPE")
+    );
     assert_eq!(register(&n.running), before);
     n.running.stop().await;
 }

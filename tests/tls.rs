@@ -217,7 +217,7 @@ async fn members_authenticate_each_other_with_the_peer_ca() {
     n2.node
         .raft
         .wait(Some(Duration::from_secs(10)))
-        .applied_index_at_least(Some(id), "replicated")
+        .applied_index_at_least(id, "replicated")
         .await
         .unwrap();
 

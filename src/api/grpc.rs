@@ -67,7 +67,11 @@ impl LinkRegisterService {
             .await
             .map_err(|e| service_status(&e))?;
         let decision = verdict.map_err(|e| domain_status(&e))?;
-        Ok((decision.outcome, decision.change, log_index))
+        Ok((
+            decision.outcome,
+            decision.change,
+            log_index.unwrap_or_default(),
+        ))
     }
 }
 

@@ -228,6 +228,37 @@ impl DomainError {
         }
     }
 
+    /// True when the input is wrong whatever the register holds (a malformed SSIN, date, code,
+    /// text, or a caller without the role), as opposed to a clash with the register's state
+    /// (unknown or inactive key type, format rule of a country, existing links). Front ends may
+    /// refuse such input before it takes a log entry: every replica would refuse it alike.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            DomainError::InvalidSsin { .. }
+            | DomainError::UnknownCountry { .. }
+            | DomainError::InvalidKeyTypeCode { .. }
+            | DomainError::InvalidFormatRule { .. }
+            | DomainError::InvalidDate { .. }
+            | DomainError::InvalidPeriod { .. }
+            | DomainError::InvalidText { .. }
+            | DomainError::InvalidCbeNumber { .. }
+            | DomainError::PermissionDenied { .. } => true,
+            DomainError::InvalidForeignKey { rule, .. } => matches!(
+                rule,
+                ForeignKeyRule::Empty
+                    | ForeignKeyRule::TooLong { .. }
+                    | ForeignKeyRule::ControlCharacter
+            ),
+            DomainError::UnknownKeyType { .. }
+            | DomainError::KeyTypeInactive { .. }
+            | DomainError::KeyTypeExists { .. }
+            | DomainError::LinkExists { .. }
+            | DomainError::LinkConflict { .. }
+            | DomainError::LinkNotFound { .. }
+            | DomainError::VersionMismatch { .. } => false,
+        }
+    }
+
     /// The link the error is about, for the conflict family (clients need it to resolve them).
     pub fn link_id(&self) -> Option<LinkId> {
         match self {

@@ -825,3 +825,55 @@ fn commands_and_verdicts_survive_the_replication_codec() {
         assert_eq!(back, v);
     }
 }
+
+#[test]
+fn input_errors_are_those_no_register_state_can_change() {
+    let mut reg = MemoryRegister::new();
+    let input =
+        |reg: &mut MemoryRegister, role, action| refused(reg, role, action).is_input_error();
+    assert!(input(
+        &mut reg,
+        Role::Writer,
+        create("12345678901", "NX123456", None, None)
+    ));
+    assert!(input(
+        &mut reg,
+        Role::Writer,
+        create(PERSON_A, "NX\u{0}1", None, None)
+    ));
+    assert!(input(
+        &mut reg,
+        Role::Writer,
+        create(PERSON_A, "NX123456", Some("2020-13-01"), None)
+    ));
+    assert!(input(
+        &mut reg,
+        Role::Reader,
+        create(PERSON_A, "NX123456", None, None)
+    ));
+    // These depend on the catalogue, the format rules or the links present.
+    assert!(!input(
+        &mut reg,
+        Role::Writer,
+        create(PERSON_A, "NX1", None, None)
+    ));
+    let mut unknown_type = CreateLink {
+        ssin: PERSON_A.into(),
+        country: "NL".into(),
+        key_type: "VISA".into(),
+        value: "NX123456".into(),
+        ..Default::default()
+    };
+    assert!(!input(
+        &mut reg,
+        Role::Writer,
+        Action::CreateLink(unknown_type.clone())
+    ));
+    unknown_type.key_type = "PASSPORT".into();
+    created(&mut reg, Action::CreateLink(unknown_type.clone()));
+    assert!(!input(
+        &mut reg,
+        Role::Writer,
+        Action::CreateLink(unknown_type)
+    ));
+}
