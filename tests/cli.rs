@@ -108,3 +108,46 @@ fn usage_errors_exit_2() {
     assert_eq!(linkreg(&["ssin", "check"]).status.code(), Some(2));
     assert_eq!(linkreg(&["--help"]).status.code(), Some(0));
 }
+
+#[test]
+fn callers_add_prints_a_token_once_and_stores_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("callers.toml");
+    let file_arg = file.to_str().unwrap();
+    let out = linkreg(&[
+        "callers",
+        "add",
+        "RIZIV-INAMI",
+        "--cbe",
+        "0123.456.749",
+        "--role",
+        "writer",
+        "--file",
+        file_arg,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let token = stdout(&out).trim().to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(!stored.contains(&token), "the token itself was stored");
+    assert!(
+        stored.contains("RIZIV-INAMI") && stored.contains("role = \"writer\""),
+        "{stored}"
+    );
+    let bad = linkreg(&[
+        "callers",
+        "add",
+        "X",
+        "--cbe",
+        "0123456748",
+        "--role",
+        "writer",
+        "--file",
+        file_arg,
+    ]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("CBE"),
+        "{bad:?}"
+    );
+}

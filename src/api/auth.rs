@@ -278,6 +278,32 @@ mod tests {
         assert!(callers.find("guess").is_none());
     }
 
+    #[tokio::test]
+    async fn the_callers_file_is_reloaded_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("callers.toml");
+        let first = add_caller(&path, "RIZIV", "0123456749", Role::Reader).unwrap();
+        let auth = Authenticator::watching(path.clone()).unwrap();
+        assert!(auth.caller(&first).is_some());
+        // Some filesystems keep whole-second modification times.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let second = add_caller(&path, "KSZ-BCSS", "0123456749", Role::Keeper).unwrap();
+        assert!(auth.caller(&second).is_none(), "loaded before the poll");
+        let mut found = None;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            found = auth.caller(&second);
+            if found.is_some() {
+                break;
+            }
+        }
+        assert_eq!(found.map(|c| c.role), Some(Role::Keeper));
+        // A broken edit keeps the callers in force.
+        std::fs::write(&path, "not toml [").unwrap();
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        assert!(auth.caller(&first).is_some() && auth.caller(&second).is_some());
+    }
+
     #[test]
     fn a_bad_callers_file_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
