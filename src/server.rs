@@ -102,6 +102,8 @@ pub struct Running {
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    /// Stops health reporting from the raft metrics: from then on the node is NOT_SERVING.
+    draining: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     health: HealthReporter,
 }
@@ -180,7 +182,9 @@ pub async fn start(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
-    let admin = ClusterAdminServer::new(AdminService::new(node.clone(), auth.clone()));
+    let admin = ClusterAdminServer::new(AdminService::new(node.clone(), auth.clone()))
+        .max_decoding_message_size(CLIENT_MESSAGE_MAX)
+        .max_encoding_message_size(CLIENT_MESSAGE_MAX);
     let register = LinkRegisterServer::new(LinkRegisterService::new(service.clone(), auth))
         .max_decoding_message_size(CLIENT_MESSAGE_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_MAX);
@@ -196,11 +200,8 @@ pub async fn start(
         .add_service(register)
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(signal));
-    tokio::spawn(report_health(
-        node.clone(),
-        health.clone(),
-        shutdown.subscribe(),
-    ));
+    let (draining, drain_signal) = watch::channel(false);
+    tokio::spawn(report_health(node.clone(), health.clone(), drain_signal));
     let tasks = vec![tokio::spawn(peer), tokio::spawn(client)];
     let running = Running {
         node,
@@ -208,6 +209,7 @@ pub async fn start(
         client_addr,
         peer_addr,
         shutdown,
+        draining,
         tasks,
         health,
     };
@@ -223,6 +225,9 @@ pub async fn start(
     }
     Ok(running)
 }
+
+/// How long a stopping node keeps answering (NOT_SERVING) before it closes its listeners.
+const DRAIN: Duration = Duration::from_millis(300);
 
 /// The services whose health is reported: the whole server ("") and the client API.
 const HEALTH_SERVICES: [&str; 2] = ["", "linkreg.v1.LinkRegister"];
@@ -270,7 +275,12 @@ async fn report_health(
 impl Running {
     /// Stops listening and shuts raft down; the store closes when the last handle goes.
     pub async fn stop(self) {
+        let _ = self.draining.send(true);
         set_health(&self.health, ServingStatus::NotServing).await;
+        // Keep answering for a moment: health checkers and load balancers polling the node
+        // then see NOT_SERVING and move traffic away, instead of only a refused connection
+        // they cannot tell from a crash.
+        tokio::time::sleep(DRAIN).await;
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             match task.await {

@@ -1,14 +1,19 @@
 //! The `ClusterAdmin` gRPC service: wire mapping over `crate::cluster`.
 //!
-//! Not the leader: `FAILED_PRECONDITION` with the leader's client address in the
-//! `x-linkreg-leader` metadata entry, so tools can retry there.
+//! Errors carry `google.rpc.ErrorInfo` (domain `linkreg`) like those of `LinkRegister`:
+//! reason `NOT_LEADER` (`FAILED_PRECONDITION`, with the leader's client address in the
+//! `x-linkreg-leader` metadata entry, so tools can retry there), `MEMBERSHIP_REFUSED`
+//! (`FAILED_PRECONDITION`), `UNAVAILABLE`, `INTERNAL`, and `INVALID_ARGUMENT` with a
+//! `google.rpc.BadRequest` naming the field.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use super::auth::Authenticator;
-use super::grpc::authorized;
+use super::grpc::{ERROR_DOMAIN, authorized};
 use crate::cluster::{self, ClusterError, MemberStatus};
 use crate::domain::Role;
 use crate::proto::linkreg as pb;
@@ -34,19 +39,62 @@ impl AdminService {
     }
 }
 
-fn to_status(e: ClusterError) -> Status {
-    match &e {
-        ClusterError::NotLeader { leader, .. } => {
-            let mut status = Status::failed_precondition(e.to_string());
-            if let Some(addr) = leader.as_ref().and_then(|l| l.client_addr.parse().ok()) {
-                status.metadata_mut().insert(LEADER_METADATA, addr);
-            }
-            status
-        }
-        ClusterError::Refused(_) => Status::failed_precondition(e.to_string()),
-        ClusterError::Unavailable(_) => Status::unavailable(e.to_string()),
-        ClusterError::StateMachine(_) => Status::internal(e.to_string()),
+/// Why an administration request failed: the cluster refused it, or an argument was malformed.
+enum AdminError {
+    Cluster(ClusterError),
+    InvalidArgument {
+        field: &'static str,
+        rule: &'static str,
+    },
+}
+
+impl From<ClusterError> for AdminError {
+    fn from(e: ClusterError) -> AdminError {
+        AdminError::Cluster(e)
     }
+}
+
+/// The one mapping of cluster administration errors to gRPC.
+fn to_status(e: impl Into<AdminError>) -> Status {
+    let mut info = HashMap::new();
+    let mut details = ErrorDetails::new();
+    let mut leader_addr = None;
+    let (code, reason, message) = match e.into() {
+        AdminError::InvalidArgument { field, rule } => {
+            details.add_bad_request_violation(field, rule);
+            info.insert("field".to_string(), field.to_string());
+            let message = format!("{field}: {rule}");
+            (Code::InvalidArgument, "INVALID_ARGUMENT", message)
+        }
+        AdminError::Cluster(e) => match &e {
+            ClusterError::NotLeader {
+                leader_id, leader, ..
+            } => {
+                if let Some(id) = leader_id {
+                    info.insert("leader_id".to_string(), id.to_string());
+                }
+                leader_addr = leader.as_ref().map(|l| l.client_addr.clone());
+                (Code::FailedPrecondition, "NOT_LEADER", e.to_string())
+            }
+            ClusterError::Refused(_) => (
+                Code::FailedPrecondition,
+                "MEMBERSHIP_REFUSED",
+                e.to_string(),
+            ),
+            ClusterError::Unavailable(_) => (Code::Unavailable, "UNAVAILABLE", e.to_string()),
+            ClusterError::StateMachine(_) => {
+                tracing::error!("cluster administration: {e}");
+                let message = "internal error; see the node's log".to_string();
+                (Code::Internal, "INTERNAL", message)
+            }
+        },
+    };
+    details.set_error_info(reason, ERROR_DOMAIN, info);
+    let mut status = Status::with_error_details(code, message, details);
+    if let Some(addr) = leader_addr.and_then(|a| a.parse().ok()) {
+        status.metadata_mut().insert(LEADER_METADATA, addr);
+    }
+    status
 }
 
 fn member(m: &MemberStatus) -> pb::Member {
@@ -95,8 +143,17 @@ impl ClusterAdmin for AdminService {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         self.keeper(&req, "add_learner")?;
         let r = req.into_inner();
+        if r.id == 0 {
+            return Err(to_status(AdminError::InvalidArgument {
+                field: "id",
+                rule: "node ids start at 1",
+            }));
+        }
         if r.peer_addr.trim().is_empty() {
-            return Err(Status::invalid_argument("peer_addr: must not be empty"));
+            return Err(to_status(AdminError::InvalidArgument {
+                field: "peer_addr",
+                rule: "must not be empty",
+            }));
         }
         let info = NodeInfo {
             peer_addr: r.peer_addr,
