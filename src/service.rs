@@ -27,8 +27,8 @@ use tonic::transport::Channel;
 use crate::domain::query::{self, ForeignKeyQuery, SsinQuery};
 use crate::domain::rules::decide;
 use crate::domain::{
-    Action, Caller, Command, Country, DomainError, FormatRule, KeyType, KeyTypeCode, Link, LinkId,
-    RegisterView, Timestamp, Verdict,
+    Action, Caller, Command, Country, DomainError, Field, FormatRule, KeyType, KeyTypeCode, Link,
+    LinkId, RegisterView, RequestContext, Timestamp, Verdict,
 };
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
 use crate::raft::network::{decode, encode, peer_client};
@@ -50,8 +50,11 @@ pub enum ServiceError {
         request_id: u64,
         last_request_id: u64,
     },
-    #[error("client_id: {0}")]
-    InvalidClientId(&'static str),
+    #[error("{field}: {rule}")]
+    InvalidSession {
+        field: &'static str,
+        rule: &'static str,
+    },
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("internal: {0}")]
@@ -65,6 +68,77 @@ pub enum Consistency {
     Local,
     /// Reflects every write acknowledged before the read started.
     Linearizable,
+}
+
+/// Who asks, on what terms, and how long they will wait.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub caller: Caller,
+    pub context: Option<RequestContext>,
+    /// The client's own deadline; the node's write timeout applies when it is later or absent.
+    pub deadline: Option<Instant>,
+}
+
+impl From<Caller> for Call {
+    fn from(caller: Caller) -> Call {
+        Call {
+            caller,
+            context: None,
+            deadline: None,
+        }
+    }
+}
+
+/// How a read is answered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    pub consistency: Consistency,
+    /// The client's own deadline, as for writes.
+    pub deadline: Option<Instant>,
+}
+
+impl From<Consistency> for ReadOptions {
+    fn from(consistency: Consistency) -> ReadOptions {
+        ReadOptions {
+            consistency,
+            deadline: None,
+        }
+    }
+}
+
+/// The exactly-once session of a write: both parts or neither.
+pub fn session(
+    client_id: Option<String>,
+    request_id: Option<u64>,
+) -> Result<Option<ClientRequest>, ServiceError> {
+    let invalid = |field, rule| Err(ServiceError::InvalidSession { field, rule });
+    match (client_id, request_id) {
+        (None, None) => Ok(None),
+        (Some(client_id), Some(request_id)) => {
+            let session = ClientRequest {
+                client_id,
+                request_id,
+            };
+            check_session(&session)?;
+            Ok(Some(session))
+        }
+        (Some(_), None) => invalid("request_id", "is required with client_id"),
+        (None, Some(_)) => invalid("client_id", "is required with request_id"),
+    }
+}
+
+fn check_session(session: &ClientRequest) -> Result<(), ServiceError> {
+    let rule = if session.client_id.trim().is_empty() {
+        "must not be empty"
+    } else if session.client_id.chars().count() > CLIENT_ID_MAX {
+        "must not be longer than 128 characters"
+    } else {
+        return Ok(());
+    };
+    Err(ServiceError::InvalidSession {
+        field: "client_id",
+        rule,
+    })
 }
 
 /// Which node answered a read, and how far its state had got.
@@ -115,22 +189,19 @@ impl Service {
     /// Replicates one command and returns the verdict every node reached on it.
     pub async fn write(
         &self,
-        caller: Caller,
+        call: impl Into<Call>,
         action: Action,
         session: Option<ClientRequest>,
     ) -> Result<WriteOutcome, ServiceError> {
+        let call = call.into();
         if let Some(s) = &session {
-            if s.client_id.trim().is_empty() {
-                return Err(ServiceError::InvalidClientId("must not be empty"));
-            }
-            if s.client_id.chars().count() > CLIENT_ID_MAX {
-                return Err(ServiceError::InvalidClientId("longer than 128 characters"));
-            }
+            check_session(s)?;
         }
         let command = Command {
-            caller,
+            caller: call.caller,
             at: now(),
             action,
+            context: call.context,
         };
         // Input that is wrong whatever the register holds would be refused alike by every
         // replica: refuse it here, so it never takes a log entry.
@@ -143,7 +214,7 @@ impl Service {
             });
         }
         let request = Request { command, session };
-        let deadline = Instant::now() + self.write_timeout;
+        let deadline = self.deadline(call.deadline);
         loop {
             let (leader, leader_node) = self.leader(deadline).await?;
             let attempt = if leader == self.node.id {
@@ -179,6 +250,12 @@ impl Service {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The node's write timeout from now, or the client's deadline when that comes first.
+    fn deadline(&self, client: Option<Instant>) -> Instant {
+        let own = Instant::now() + self.write_timeout;
+        client.map_or(own, |c| c.min(own))
     }
 
     /// The current leader, waiting for an election to finish if there is none.
@@ -257,8 +334,7 @@ impl Service {
     }
 
     /// Waits until this node has applied everything acknowledged before the call.
-    async fn linearize(&self) -> Result<(), ServiceError> {
-        let deadline = Instant::now() + self.write_timeout;
+    async fn linearize(&self, deadline: Instant) -> Result<(), ServiceError> {
         loop {
             let (leader, leader_node) = self.leader(deadline).await?;
             let read_index = if leader == self.node.id {
@@ -297,9 +373,9 @@ impl Service {
         decode::<ReadIndexResult>(reply.get_ref()).ok()?.ok()
     }
 
-    async fn read_meta(&self, consistency: Consistency) -> Result<ReadMeta, ServiceError> {
-        if consistency == Consistency::Linearizable {
-            self.linearize().await?;
+    async fn read_meta(&self, options: ReadOptions) -> Result<ReadMeta, ServiceError> {
+        if options.consistency == Consistency::Linearizable {
+            self.linearize(self.deadline(options.deadline)).await?;
         }
         let applied = self
             .node
@@ -317,9 +393,9 @@ impl Service {
     pub async fn search_by_ssin(
         &self,
         query: &SsinQuery,
-        consistency: Consistency,
+        options: impl Into<ReadOptions>,
     ) -> Result<(Result<Vec<Link>, DomainError>, ReadMeta), ServiceError> {
-        let meta = self.read_meta(consistency).await?;
+        let meta = self.read_meta(options.into()).await?;
         let links = query::search_by_ssin(&*self.node.store, query, now().belgian_date_bound())?;
         Ok((links, meta))
     }
@@ -327,9 +403,9 @@ impl Service {
     pub async fn search_by_foreign_key(
         &self,
         query: &ForeignKeyQuery,
-        consistency: Consistency,
+        options: impl Into<ReadOptions>,
     ) -> Result<(Result<Vec<Link>, DomainError>, ReadMeta), ServiceError> {
-        let meta = self.read_meta(consistency).await?;
+        let meta = self.read_meta(options.into()).await?;
         let links = query::search_by_foreign_key(&*self.node.store, query)?;
         Ok((links, meta))
     }
@@ -337,40 +413,54 @@ impl Service {
     pub async fn get_link(
         &self,
         id: u64,
-        consistency: Consistency,
-    ) -> Result<(Option<Link>, ReadMeta), ServiceError> {
-        let meta = self.read_meta(consistency).await?;
-        Ok((self.node.store.link(LinkId(id))?, meta))
+        options: impl Into<ReadOptions>,
+    ) -> Result<(Result<Link, DomainError>, ReadMeta), ServiceError> {
+        let meta = self.read_meta(options.into()).await?;
+        let found = self.node.store.link(LinkId(id))?.ok_or(not_found(id));
+        Ok((found, meta))
     }
 
     /// Every audited change of one link, in log order (also after its deletion).
     pub async fn link_history(
         &self,
         id: u64,
-        consistency: Consistency,
-    ) -> Result<(Vec<AuditEvent>, ReadMeta), ServiceError> {
-        let meta = self.read_meta(consistency).await?;
+        options: impl Into<ReadOptions>,
+    ) -> Result<(Result<Vec<AuditEvent>, DomainError>, ReadMeta), ServiceError> {
+        let meta = self.read_meta(options.into()).await?;
         let events = self
             .node
             .store
             .audit_events(&crate::store::keys::audit_link_prefix(LinkId(id)))?;
+        // A link that ever existed has at least its creation event, also once deleted.
+        let events = if events.is_empty() {
+            Err(not_found(id))
+        } else {
+            Ok(events)
+        };
         Ok((events, meta))
     }
 
     pub async fn format_rules(
         &self,
-        consistency: Consistency,
+        options: impl Into<ReadOptions>,
     ) -> Result<(Vec<(Country, KeyTypeCode, FormatRule)>, ReadMeta), ServiceError> {
-        let meta = self.read_meta(consistency).await?;
+        let meta = self.read_meta(options.into()).await?;
         Ok((self.node.store.format_rules()?, meta))
     }
 
     pub async fn key_types(
         &self,
-        consistency: Consistency,
+        options: impl Into<ReadOptions>,
     ) -> Result<(Vec<KeyType>, ReadMeta), ServiceError> {
-        let meta = self.read_meta(consistency).await?;
+        let meta = self.read_meta(options.into()).await?;
         Ok((self.node.store.key_types()?, meta))
+    }
+}
+
+fn not_found(id: u64) -> DomainError {
+    DomainError::LinkNotFound {
+        field: Field::Id,
+        id: LinkId(id),
     }
 }
 

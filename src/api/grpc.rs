@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -17,8 +18,10 @@ use crate::domain::query::{ForeignKeyQuery, SsinQuery};
 use crate::domain::{Action, Caller, Change, DomainError, KeyType, Link, Outcome};
 use crate::proto::linkreg as pb;
 use crate::proto::linkreg::link_register_server::LinkRegister;
-use crate::raft::{AuditEvent, ClientRequest};
-use crate::service::{Consistency, ReadMeta, Service, ServiceError, WriteOutcome};
+use crate::raft::AuditEvent;
+use crate::service::{
+    self, Call, Consistency, ReadMeta, ReadOptions, Service, ServiceError, WriteOutcome,
+};
 
 pub const ERROR_DOMAIN: &str = "linkreg";
 
@@ -32,38 +35,35 @@ impl LinkRegisterService {
         LinkRegisterService { service, auth }
     }
 
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        authenticated(&self.auth, request)
+    /// The caller and the client's deadline of a write.
+    fn call<T>(&self, request: &Request<T>) -> Result<Call, Status> {
+        Ok(Call {
+            caller: authenticated(&self.auth, request)?,
+            context: None,
+            deadline: client_deadline(request.metadata()),
+        })
     }
 
-    /// Role check before anything is replicated; the rules check it again when applying.
+    /// An authenticated read's options.
+    fn read<T>(&self, request: &Request<T>, consistency: i32) -> Result<ReadOptions, Status> {
+        authenticated(&self.auth, request)?;
+        Ok(ReadOptions {
+            consistency: self::consistency(consistency),
+            deadline: client_deadline(request.metadata()),
+        })
+    }
+
     async fn write(
         &self,
-        caller: Caller,
+        call: Call,
         action: Action,
         client_id: Option<String>,
         request_id: Option<u64>,
     ) -> Result<(Outcome, Option<Change>, u64), Status> {
-        let required = action.required_role();
-        if !caller.role.allows(required) {
-            return Err(domain_status(&DomainError::PermissionDenied {
-                role: caller.role,
-                required,
-                action: action.name().to_string(),
-            }));
-        }
-        let session = match (client_id, request_id) {
-            (None, None) => None,
-            (Some(client_id), Some(request_id)) => Some(ClientRequest {
-                client_id,
-                request_id,
-            }),
-            (Some(_), None) => return Err(invalid_field("request_id", "required with client_id")),
-            (None, Some(_)) => return Err(invalid_field("client_id", "required with request_id")),
-        };
+        let session = service::session(client_id, request_id).map_err(|e| service_status(&e))?;
         let WriteOutcome { verdict, log_index } = self
             .service
-            .write(caller, action, session)
+            .write(call, action, session)
             .await
             .map_err(|e| service_status(&e))?;
         let decision = verdict.map_err(|e| domain_status(&e))?;
@@ -162,7 +162,7 @@ pub fn service_status(e: &ServiceError) -> Status {
         ServiceError::StaleRequest { .. } => {
             error(Code::FailedPrecondition, "STALE_REQUEST", e.to_string())
         }
-        ServiceError::InvalidClientId(rule) => invalid_field("client_id", rule),
+        ServiceError::InvalidSession { field, rule } => invalid_field(field, rule),
         ServiceError::Store(_) | ServiceError::Internal(_) => {
             tracing::error!("internal error: {e}");
             error(
@@ -172,6 +172,23 @@ pub fn service_status(e: &ServiceError) -> Status {
             )
         }
     }
+}
+
+/// The deadline a gRPC client set (`grpc-timeout`: an integer and a unit letter).
+fn client_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    tokio::time::Instant::now().checked_add(timeout)
 }
 
 fn consistency(value: i32) -> Consistency {
@@ -243,6 +260,8 @@ fn audit_event(e: &AuditEvent) -> pb::AuditEvent {
         caller_organization: caller.organization.name.clone(),
         caller_cbe: caller.organization.cbe.as_str().to_string(),
         caller_role: caller.role.as_str().to_string(),
+        ticket: e.command.context.as_ref().map(|c| c.ticket.clone()),
+        legal_context: e.command.context.as_ref().map(|c| c.legal_context.clone()),
         before,
         after,
         reason,
@@ -270,7 +289,7 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::SearchLinksBySsinRequest>,
     ) -> Result<Response<pb::SearchLinksResponse>, Status> {
-        self.caller(&request)?;
+        let options = self.read(&request, request.get_ref().consistency)?;
         let r = request.into_inner();
         let query = SsinQuery {
             ssin: r.ssin,
@@ -280,7 +299,7 @@ impl LinkRegister for LinkRegisterService {
         };
         let (links, meta) = self
             .service
-            .search_by_ssin(&query, consistency(r.consistency))
+            .search_by_ssin(&query, options)
             .await
             .map_err(|e| service_status(&e))?;
         let links = links.map_err(|e| domain_status(&e))?;
@@ -294,7 +313,7 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::SearchLinksByForeignKeyRequest>,
     ) -> Result<Response<pb::SearchLinksResponse>, Status> {
-        self.caller(&request)?;
+        let options = self.read(&request, request.get_ref().consistency)?;
         let r = request.into_inner();
         let query = ForeignKeyQuery {
             country: r.country,
@@ -304,7 +323,7 @@ impl LinkRegister for LinkRegisterService {
         };
         let (links, meta) = self
             .service
-            .search_by_foreign_key(&query, consistency(r.consistency))
+            .search_by_foreign_key(&query, options)
             .await
             .map_err(|e| service_status(&e))?;
         let links = links.map_err(|e| domain_status(&e))?;
@@ -318,19 +337,13 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::GetLinkRequest>,
     ) -> Result<Response<pb::GetLinkResponse>, Status> {
-        self.caller(&request)?;
-        let r = request.into_inner();
+        let options = self.read(&request, request.get_ref().consistency)?;
         let (found, meta) = self
             .service
-            .get_link(r.id, consistency(r.consistency))
+            .get_link(request.get_ref().id, options)
             .await
             .map_err(|e| service_status(&e))?;
-        let found = found.ok_or_else(|| {
-            domain_status(&DomainError::LinkNotFound {
-                field: crate::domain::Field::Id,
-                id: crate::domain::LinkId(r.id),
-            })
-        })?;
+        let found = found.map_err(|e| domain_status(&e))?;
         Ok(Response::new(pb::GetLinkResponse {
             link: Some(link(&found)),
             read: read_info(meta),
@@ -341,7 +354,7 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::CreateLinkRequest>,
     ) -> Result<Response<pb::LinkResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let call = self.call(&request)?;
         let r = request.into_inner();
         let action = Action::CreateLink(CreateLink {
             ssin: r.ssin,
@@ -351,10 +364,7 @@ impl LinkRegister for LinkRegisterService {
             valid_from: r.valid_from,
             valid_to: r.valid_to,
         });
-        match self
-            .write(caller, action, r.client_id, r.request_id)
-            .await?
-        {
+        match self.write(call, action, r.client_id, r.request_id).await? {
             (Outcome::Link(l), _, log_index) => Ok(Response::new(pb::LinkResponse {
                 link: Some(link(&l)),
                 log_index,
@@ -367,7 +377,7 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::UpdateLinkValidityRequest>,
     ) -> Result<Response<pb::LinkResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let call = self.call(&request)?;
         let r = request.into_inner();
         let action = Action::UpdateLinkValidity(UpdateLinkValidity {
             id: r.id,
@@ -375,10 +385,7 @@ impl LinkRegister for LinkRegisterService {
             valid_to: r.valid_to,
             expected_version: r.expected_version,
         });
-        match self
-            .write(caller, action, r.client_id, r.request_id)
-            .await?
-        {
+        match self.write(call, action, r.client_id, r.request_id).await? {
             (Outcome::Link(l), _, log_index) => Ok(Response::new(pb::LinkResponse {
                 link: Some(link(&l)),
                 log_index,
@@ -391,16 +398,13 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::DeleteLinkRequest>,
     ) -> Result<Response<pb::DeleteLinkResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let call = self.call(&request)?;
         let r = request.into_inner();
         let action = Action::DeleteLink(DeleteLink {
             id: r.id,
             reason: r.reason,
         });
-        match self
-            .write(caller, action, r.client_id, r.request_id)
-            .await?
-        {
+        match self.write(call, action, r.client_id, r.request_id).await? {
             (Outcome::LinkDeleted(id), _, log_index) => Ok(Response::new(pb::DeleteLinkResponse {
                 id: id.0,
                 log_index,
@@ -413,19 +417,13 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::GetLinkHistoryRequest>,
     ) -> Result<Response<pb::GetLinkHistoryResponse>, Status> {
-        self.caller(&request)?;
-        let r = request.into_inner();
+        let options = self.read(&request, request.get_ref().consistency)?;
         let (events, meta) = self
             .service
-            .link_history(r.id, consistency(r.consistency))
+            .link_history(request.get_ref().id, options)
             .await
             .map_err(|e| service_status(&e))?;
-        if events.is_empty() {
-            return Err(domain_status(&DomainError::LinkNotFound {
-                field: crate::domain::Field::Id,
-                id: crate::domain::LinkId(r.id),
-            }));
-        }
+        let events = events.map_err(|e| domain_status(&e))?;
         Ok(Response::new(pb::GetLinkHistoryResponse {
             events: events.iter().map(audit_event).collect(),
             read: read_info(meta),
@@ -436,10 +434,10 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::ListKeyTypesRequest>,
     ) -> Result<Response<pb::ListKeyTypesResponse>, Status> {
-        self.caller(&request)?;
+        let options = self.read(&request, request.get_ref().consistency)?;
         let (types, meta) = self
             .service
-            .key_types(consistency(request.get_ref().consistency))
+            .key_types(options)
             .await
             .map_err(|e| service_status(&e))?;
         Ok(Response::new(pb::ListKeyTypesResponse {
@@ -452,7 +450,7 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::AddKeyTypeRequest>,
     ) -> Result<Response<pb::KeyTypeResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let call = self.call(&request)?;
         let r = request.into_inner();
         let action = Action::AddKeyType(AddKeyType {
             code: r.code,
@@ -461,10 +459,7 @@ impl LinkRegister for LinkRegisterService {
             label_de: r.label_de,
             label_en: r.label_en,
         });
-        match self
-            .write(caller, action, r.client_id, r.request_id)
-            .await?
-        {
+        match self.write(call, action, r.client_id, r.request_id).await? {
             (Outcome::KeyType(k), _, log_index) => Ok(Response::new(pb::KeyTypeResponse {
                 key_type: Some(key_type(&k)),
                 log_index,
@@ -477,16 +472,13 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::SetKeyTypeActiveRequest>,
     ) -> Result<Response<pb::KeyTypeResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let call = self.call(&request)?;
         let r = request.into_inner();
         let action = Action::SetKeyTypeActive(SetKeyTypeActive {
             code: r.code,
             active: r.active,
         });
-        match self
-            .write(caller, action, r.client_id, r.request_id)
-            .await?
-        {
+        match self.write(call, action, r.client_id, r.request_id).await? {
             (Outcome::KeyType(k), _, log_index) => Ok(Response::new(pb::KeyTypeResponse {
                 key_type: Some(key_type(&k)),
                 log_index,
@@ -499,10 +491,10 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::ListFormatRulesRequest>,
     ) -> Result<Response<pb::ListFormatRulesResponse>, Status> {
-        self.caller(&request)?;
+        let options = self.read(&request, request.get_ref().consistency)?;
         let (rules, meta) = self
             .service
-            .format_rules(consistency(request.get_ref().consistency))
+            .format_rules(options)
             .await
             .map_err(|e| service_status(&e))?;
         Ok(Response::new(pb::ListFormatRulesResponse {
@@ -523,7 +515,7 @@ impl LinkRegister for LinkRegisterService {
         &self,
         request: Request<pb::SetFormatRuleRequest>,
     ) -> Result<Response<pb::FormatRuleResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let call = self.call(&request)?;
         let r = request.into_inner();
         let action = Action::SetFormatRule(SetFormatRule {
             country: r.country,
@@ -534,10 +526,7 @@ impl LinkRegister for LinkRegisterService {
                 pattern: rule.pattern,
             }),
         });
-        match self
-            .write(caller, action, r.client_id, r.request_id)
-            .await?
-        {
+        match self.write(call, action, r.client_id, r.request_id).await? {
             (
                 Outcome::FormatRule {
                     country,

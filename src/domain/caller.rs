@@ -122,26 +122,9 @@ pub struct Organization {
 
 impl Organization {
     pub fn new(name: &str, cbe: &str) -> Result<Organization, DomainError> {
-        let name = name.trim();
-        let rule = if name.is_empty() {
-            Some(TextRule::Empty)
-        } else if name.chars().count() > ORGANIZATION_NAME_MAX {
-            Some(TextRule::TooLong {
-                max: ORGANIZATION_NAME_MAX,
-            })
-        } else if name.chars().any(char::is_control) {
-            Some(TextRule::ControlCharacter)
-        } else {
-            None
-        };
-        if let Some(rule) = rule {
-            return Err(DomainError::InvalidText {
-                field: Field::Organization,
-                rule,
-            });
-        }
+        let name = TextRule::check(Field::Organization, name, ORGANIZATION_NAME_MAX, false)?;
         Ok(Organization {
-            name: name.to_string(),
+            name,
             cbe: CbeNumber::parse(cbe)?,
         })
     }

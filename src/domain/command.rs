@@ -8,12 +8,40 @@
 use serde::{Deserialize, Serialize};
 
 use super::caller::{Caller, Role, Timestamp};
+use super::error::{DomainError, Field, TextRule};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub caller: Caller,
     pub at: Timestamp,
     pub action: Action,
+    /// Why and under which reference the caller asks, when its front end carries it (SOAP
+    /// always does); kept with the command so the audit trail can answer for every change.
+    pub context: Option<RequestContext>,
+}
+
+pub const TICKET_MAX: usize = 100;
+pub const LEGAL_CONTEXT_MAX: usize = 200;
+
+/// The caller's own reference of a request (its ticket) and the legal ground it invokes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContext {
+    pub ticket: String,
+    pub legal_context: String,
+}
+
+impl RequestContext {
+    pub fn new(ticket: &str, legal_context: &str) -> Result<RequestContext, DomainError> {
+        Ok(RequestContext {
+            ticket: TextRule::check(Field::Ticket, ticket, TICKET_MAX, false)?,
+            legal_context: TextRule::check(
+                Field::LegalContext,
+                legal_context,
+                LEGAL_CONTEXT_MAX,
+                false,
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,5 +132,23 @@ impl Action {
             Action::SetKeyTypeActive(_) => "set_key_type_active",
             Action::SetFormatRule(_) => "set_format_rule",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_context_needs_a_ticket_and_a_legal_context() {
+        let ok = RequestContext::new(" T-1 ", "Art. 5 law of 15 January 1990").unwrap();
+        assert_eq!(ok.ticket, "T-1");
+        let err = RequestContext::new("", "x").unwrap_err();
+        assert_eq!(err.field(), Some(Field::Ticket));
+        let err = RequestContext::new("T", &"l".repeat(LEGAL_CONTEXT_MAX + 1)).unwrap_err();
+        assert_eq!(err.field(), Some(Field::LegalContext));
+        assert_eq!(err.code(), "INVALID_TEXT");
+        let err = RequestContext::new("T\u{1b}", "x").unwrap_err();
+        assert_eq!(err.field(), Some(Field::Ticket));
     }
 }

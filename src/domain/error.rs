@@ -33,6 +33,8 @@ pub enum Field {
     Pattern,
     Organization,
     CbeNumber,
+    Ticket,
+    LegalContext,
 }
 
 impl Field {
@@ -58,6 +60,8 @@ impl Field {
             Field::Pattern => "pattern",
             Field::Organization => "organization",
             Field::CbeNumber => "cbe_number",
+            Field::Ticket => "ticket",
+            Field::LegalContext => "legal_context",
         }
     }
 }
@@ -77,6 +81,35 @@ pub enum TextRule {
     TooLong { max: usize },
     #[error("must not contain control characters")]
     ControlCharacter,
+}
+
+impl TextRule {
+    /// Checks a short free text, trimmed: not empty, at most `max` characters, no control
+    /// characters (a line break only where `multiline`). Returns the trimmed text.
+    pub fn check(
+        field: Field,
+        input: &str,
+        max: usize,
+        multiline: bool,
+    ) -> Result<String, DomainError> {
+        let text = input.trim();
+        let rule = if text.is_empty() {
+            Some(TextRule::Empty)
+        } else if text.chars().count() > max {
+            Some(TextRule::TooLong { max })
+        } else if text
+            .chars()
+            .any(|ch| ch.is_control() && !(multiline && ch == '\n'))
+        {
+            Some(TextRule::ControlCharacter)
+        } else {
+            None
+        };
+        match rule {
+            Some(rule) => Err(DomainError::InvalidText { field, rule }),
+            None => Ok(text.to_string()),
+        }
+    }
 }
 
 /// Rules a foreign key value breaks, either always (syntax) or under its format rule.

@@ -86,20 +86,7 @@ impl Labels {
 }
 
 fn label(field: Field, input: &str) -> Result<String, DomainError> {
-    let text = input.trim();
-    let rule = if text.is_empty() {
-        Some(TextRule::Empty)
-    } else if text.chars().count() > LABEL_MAX {
-        Some(TextRule::TooLong { max: LABEL_MAX })
-    } else if text.chars().any(char::is_control) {
-        Some(TextRule::ControlCharacter)
-    } else {
-        None
-    };
-    match rule {
-        Some(rule) => Err(DomainError::InvalidText { field, rule }),
-        None => Ok(text.to_string()),
-    }
+    TextRule::check(field, input, LABEL_MAX, false)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,7 +28,7 @@ pub mod ssin;
 pub mod view;
 
 pub use caller::{Caller, CbeNumber, Organization, Role, Timestamp};
-pub use command::{Action, Command};
+pub use command::{Action, Command, RequestContext};
 pub use country::Country;
 pub use error::{DomainError, Field};
 pub use foreign_key::{ForeignKey, ForeignKeyValue, FormatRule};

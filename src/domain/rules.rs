@@ -283,29 +283,10 @@ fn update_validity<V: RegisterView>(
 
 fn delete_link<V: RegisterView>(view: &V, c: &DeleteLink) -> Result<Decision, Fail<V::Error>> {
     let link = existing_link(view, c.id)?;
-    let reason = c.reason.trim();
-    let rule = if reason.is_empty() {
-        Some(TextRule::Empty)
-    } else if reason.chars().count() > REASON_MAX {
-        Some(TextRule::TooLong { max: REASON_MAX })
-    } else if reason.chars().any(|ch| ch.is_control() && ch != '\n') {
-        Some(TextRule::ControlCharacter)
-    } else {
-        None
-    };
-    if let Some(rule) = rule {
-        return Err(DomainError::InvalidText {
-            field: Field::Reason,
-            rule,
-        }
-        .into());
-    }
+    let reason = TextRule::check(Field::Reason, &c.reason, REASON_MAX, true)?;
     Ok(Decision {
         outcome: Outcome::LinkDeleted(link.id),
-        change: Some(Change::LinkDeleted {
-            link,
-            reason: reason.to_string(),
-        }),
+        change: Some(Change::LinkDeleted { link, reason }),
     })
 }
 

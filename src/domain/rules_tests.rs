@@ -29,6 +29,7 @@ fn command(role: Role, action: Action) -> Command {
         caller: caller(role),
         at: NOW,
         action,
+        context: None,
     }
 }
 

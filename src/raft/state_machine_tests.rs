@@ -89,6 +89,7 @@ fn request(role: Role, seconds: i64, action: Action, session: Option<(&str, u64)
             },
             at: Timestamp(T0 + seconds * 1000),
             action,
+            context: None,
         },
         session: session.map(|(client_id, request_id)| ClientRequest {
             client_id: client_id.into(),

@@ -44,6 +44,7 @@ fn command(role: Role, seconds: i64, action: Action) -> Command {
         },
         at: Timestamp(1_796_292_000_000 + seconds * 1000),
         action,
+        context: None,
     }
 }
 
