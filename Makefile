@@ -31,8 +31,9 @@ lint:
 unit:
 	$(CARGO) test --locked --all-targets
 
-# A client in another language: Python grpcio stubs generated from proto/ against a running node
-# (the binary `unit` built). Installed from PyPI into a venv under target/.
+# Clients in another language against a running node (the binary `unit` built): Python grpcio
+# stubs generated from proto/, and the zeep SOAP client reading the node's WSDL. Installed from
+# PyPI into a venv under target/.
 PYVENV := target/pyvenv
 python:
 	@[ -x $(PYVENV)/bin/python ] || python3 -m venv $(PYVENV) 2>/dev/null || { \
@@ -40,5 +41,7 @@ python:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3 python3-venv && \
 		rm -rf $(PYVENV) && python3 -m venv $(PYVENV); }
-	$(PYVENV)/bin/pip install --quiet --disable-pip-version-check grpcio==1.85.3 grpcio-tools==1.85.1
+	$(PYVENV)/bin/pip install --quiet --disable-pip-version-check grpcio==1.85.3 grpcio-tools==1.85.1 \
+		zeep==4.3.3 xmlschema==4.3.2 requests==2.34.2
 	$(PYVENV)/bin/python tests/python/client_test.py
+	$(PYVENV)/bin/python tests/python/soap_test.py

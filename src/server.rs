@@ -101,12 +101,15 @@ pub struct Running {
     pub service: Arc<Service>,
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     /// Stops health reporting from the raft metrics: from then on the node is NOT_SERVING.
     draining: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), ListenerError>>>,
     health: HealthReporter,
 }
+
+type ListenerError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
@@ -123,6 +126,13 @@ pub async fn start(
 ) -> Result<Running, ServerError> {
     let peer_listener = bind(config.peer_addr).await?;
     let client_listener = bind(config.client_addr).await?;
+    let http_listener = bind(config.http_addr).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
     let peer_addr = peer_listener
         .local_addr()
         .map_err(|source| ServerError::Bind {
@@ -185,6 +195,13 @@ pub async fn start(
     let admin = ClusterAdminServer::new(AdminService::new(node.clone(), auth.clone()))
         .max_decoding_message_size(CLIENT_MESSAGE_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_MAX);
+    let advertised_http = if config.advertise.http_addr.is_empty() {
+        http_addr.to_string()
+    } else {
+        config.advertise.http_addr.clone()
+    };
+    let soap = crate::api::soap::router(service.clone(), auth.clone(), &advertised_http);
+    let http = axum::serve(http_listener, soap).with_graceful_shutdown(stopped(signal.clone()));
     let register = LinkRegisterServer::new(LinkRegisterService::new(service.clone(), auth))
         .max_decoding_message_size(CLIENT_MESSAGE_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_MAX);
@@ -202,12 +219,17 @@ pub async fn start(
         .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(signal));
     let (draining, drain_signal) = watch::channel(false);
     tokio::spawn(report_health(node.clone(), health.clone(), drain_signal));
-    let tasks = vec![tokio::spawn(peer), tokio::spawn(client)];
+    let tasks = vec![
+        tokio::spawn(async move { peer.await.map_err(ListenerError::from) }),
+        tokio::spawn(async move { client.await.map_err(ListenerError::from) }),
+        tokio::spawn(async move { http.await.map_err(ListenerError::from) }),
+    ];
     let running = Running {
         node,
         service,
         client_addr,
         peer_addr,
+        http_addr,
         shutdown,
         draining,
         tasks,
