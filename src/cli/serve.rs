@@ -99,12 +99,14 @@ pub struct ServeArgs {
     )]
     peer_ca: Option<PathBuf>,
     /// Development mode, NOT for production: a self-initializing node (data in ./data) that
-    /// accepts the well-known tokens `dev-keeper` and `dev-writer`. Other flags still apply.
+    /// accepts the well-known tokens `dev-keeper` and `dev-writer`. Other flags still apply,
+    /// except `--callers`, which it excludes.
     #[arg(long, env = "LINKREG_DEV")]
     dev: bool,
 }
 
 /// Where callers come from.
+#[derive(Debug, PartialEq, Eq)]
 pub enum CallerSource {
     File(PathBuf),
     Dev,
@@ -216,7 +218,13 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<(NodeConfig, CallerSource)> {
         bail!("--init and --join exclude each other: a node either starts a cluster or joins one");
     }
     let callers = match (args.callers.or(file.callers), dev) {
-        (Some(path), _) => CallerSource::File(path),
+        // Either set of callers would silently drop the other: the dev tokens (and the warning
+        // that they are public) or the real callers file. Say so instead of picking one.
+        (Some(_), true) => bail!(
+            "--dev and --callers exclude each other: development mode accepts only the \
+             well-known development tokens; drop --dev to use a callers file"
+        ),
+        (Some(path), false) => CallerSource::File(path),
         (None, true) => CallerSource::Dev,
         (None, false) => bail!(
             "--callers FILE is required (create one with `linkreg callers add`), or use --dev"
@@ -317,4 +325,334 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Mutex, MutexGuard};
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// clap reads `LINKREG_*` while parsing and the environment is the whole process's: every
+    /// test here holds this lock, so the one test that sets variables cannot leak them into
+    /// another's parse.
+    static ENV: Mutex<()> = Mutex::new(());
+
+    fn lock() -> MutexGuard<'static, ()> {
+        ENV.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        Cmd::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .serve
+    }
+
+    fn resolved(args: &[&str]) -> (NodeConfig, CallerSource) {
+        resolve(parse(args)).expect("settings resolve")
+    }
+
+    fn refused(args: &[&str]) -> String {
+        format!(
+            "{:#}",
+            resolve(parse(args)).expect_err("settings are refused")
+        )
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A config file in a fresh directory (kept alive by the returned guard).
+    fn config_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linkreg.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        (dir, path)
+    }
+
+    const FILE: &str = r#"
+        id = 3
+        data-dir = "/var/lib/linkreg"
+        client-addr = "127.0.0.1:7001"
+        peer-addr = "127.0.0.1:7002"
+        http-addr = "127.0.0.1:7003"
+        advertise-peer = "n3.internal:7002"
+        join = "n1.internal:7002"
+        callers = "/etc/linkreg/callers.toml"
+    "#;
+
+    #[test]
+    fn defaults() {
+        let _env = lock();
+        let (config, callers) = resolved(&["--id", "2", "--callers", "callers.toml"]);
+        assert_eq!(config.id, 2);
+        assert_eq!(config.data_dir, PathBuf::from("data/node-2"));
+        assert_eq!(config.client_addr, addr("127.0.0.1:50051"));
+        assert_eq!(config.peer_addr, addr("127.0.0.1:50052"));
+        assert_eq!(config.http_addr, addr("127.0.0.1:8080"));
+        assert_eq!(
+            config.advertise,
+            NodeInfo {
+                peer_addr: "127.0.0.1:50052".into(),
+                client_addr: "127.0.0.1:50051".into(),
+                http_addr: "127.0.0.1:8080".into(),
+            }
+        );
+        assert!(!config.init);
+        assert_eq!(config.join, None);
+        assert!(config.client_tls.is_none() && config.peer_tls.is_none());
+        assert_eq!(callers, CallerSource::File("callers.toml".into()));
+    }
+
+    #[test]
+    fn required_settings_are_named() {
+        let _env = lock();
+        assert!(refused(&["--callers", "c.toml"]).contains("--id is required"));
+        assert!(refused(&["--id", "0", "--callers", "c.toml"]).contains("ids start at 1"));
+        assert!(refused(&["--id", "1"]).contains("--callers FILE is required"));
+        assert!(
+            refused(&["--id", "1", "--callers", "c", "--init", "--join", "h:1"])
+                .contains("--init and --join exclude each other")
+        );
+    }
+
+    #[test]
+    fn the_config_file_gives_values_and_flags_override_them() {
+        let _env = lock();
+        let (_dir, path) = config_file(FILE);
+        let (config, callers) = resolved(&["--config", &path]);
+        assert_eq!(config.id, 3);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/linkreg"));
+        assert_eq!(config.client_addr, addr("127.0.0.1:7001"));
+        assert_eq!(config.peer_addr, addr("127.0.0.1:7002"));
+        assert_eq!(config.http_addr, addr("127.0.0.1:7003"));
+        assert_eq!(config.advertise.peer_addr, "n3.internal:7002");
+        assert_eq!(config.advertise.client_addr, "127.0.0.1:7001");
+        assert_eq!(config.join.as_deref(), Some("n1.internal:7002"));
+        assert!(!config.init);
+        assert_eq!(
+            callers,
+            CallerSource::File("/etc/linkreg/callers.toml".into())
+        );
+
+        let (config, callers) = resolved(&[
+            "--config",
+            &path,
+            "--id",
+            "5",
+            "--data-dir",
+            "here",
+            "--client-addr",
+            "127.0.0.1:9001",
+            "--advertise-peer",
+            "n5.internal:7002",
+            "--join",
+            "n2.internal:7002",
+            "--callers",
+            "mine.toml",
+        ]);
+        assert_eq!(config.id, 5);
+        assert_eq!(config.data_dir, PathBuf::from("here"));
+        assert_eq!(config.client_addr, addr("127.0.0.1:9001"));
+        // Not overridden: still the file's.
+        assert_eq!(config.peer_addr, addr("127.0.0.1:7002"));
+        assert_eq!(config.advertise.peer_addr, "n5.internal:7002");
+        assert_eq!(config.advertise.client_addr, "127.0.0.1:9001");
+        assert_eq!(config.join.as_deref(), Some("n2.internal:7002"));
+        assert_eq!(callers, CallerSource::File("mine.toml".into()));
+    }
+
+    #[test]
+    fn a_bad_config_file_is_refused_with_its_name() {
+        let _env = lock();
+        let (_dir, path) = config_file("id = 1\ndata_dir = \"x\"\n");
+        let err = refused(&["--config", &path, "--callers", "c"]);
+        assert!(
+            err.contains("parsing config file") && err.contains(&path),
+            "{err}"
+        );
+        assert!(err.contains("data_dir"), "names the unknown key: {err}");
+        let err = refused(&["--config", "/nonexistent/linkreg.toml"]);
+        assert!(err.contains("reading config file"), "{err}");
+    }
+
+    #[test]
+    fn advertised_addresses_default_to_the_listeners_and_can_be_overridden() {
+        let _env = lock();
+        fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+            [&["--id", "1", "--callers", "c.toml"][..], extra].concat()
+        }
+        let (config, _) = resolved(&with(&[
+            "--peer-addr",
+            "10.0.0.5:7000",
+            "--advertise-client",
+            "register.example:443",
+            "--advertise-http",
+            "soap.example:80",
+        ]));
+        assert_eq!(
+            config.advertise,
+            NodeInfo {
+                peer_addr: "10.0.0.5:7000".into(),
+                client_addr: "register.example:443".into(),
+                http_addr: "soap.example:80".into(),
+            }
+        );
+        // Listening on every interface: nobody can dial 0.0.0.0, so the address must be given.
+        let err = refused(&with(&["--client-addr", "0.0.0.0:50051"]));
+        assert!(err.contains("--advertise-client is required"), "{err}");
+        let err = refused(&with(&["--peer-addr", "[::]:50052"]));
+        assert!(err.contains("--advertise-peer is required"), "{err}");
+        let (config, _) = resolved(&with(&[
+            "--peer-addr",
+            "0.0.0.0:50052",
+            "--advertise-peer",
+            "linkreg-1:50052",
+        ]));
+        assert_eq!(config.peer_addr, addr("0.0.0.0:50052"));
+        assert_eq!(config.advertise.peer_addr, "linkreg-1:50052");
+    }
+
+    #[test]
+    fn dev_mode_defaults_and_what_overrides_them() {
+        let _env = lock();
+        let (config, callers) = resolved(&["--dev"]);
+        assert_eq!(config.id, 1);
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert!(config.init, "a dev node starts its own cluster");
+        assert_eq!(config.join, None);
+        assert_eq!(callers, CallerSource::Dev);
+
+        let (config, _) = resolved(&["--dev", "--id", "2"]);
+        assert_eq!(config.data_dir, PathBuf::from("data/node-2"));
+        let (config, _) = resolved(&["--dev", "--data-dir", "/tmp/dev"]);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/dev"));
+        assert!(config.init);
+        let (config, _) = resolved(&["--dev", "--init"]);
+        assert!(config.init);
+        let (config, _) = resolved(&["--dev", "--id", "2", "--join", "127.0.0.1:50052"]);
+        assert!(
+            !config.init,
+            "told to join: it does not start a cluster of its own"
+        );
+        assert_eq!(config.join.as_deref(), Some("127.0.0.1:50052"));
+        let err = refused(&["--dev", "--init", "--join", "127.0.0.1:50052"]);
+        assert!(
+            err.contains("--init and --join exclude each other"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dev_mode_and_a_callers_file_exclude_each_other() {
+        let _env = lock();
+        let err = refused(&["--dev", "--callers", "callers.toml"]);
+        assert!(
+            err.contains("--dev and --callers exclude each other"),
+            "{err}"
+        );
+        // Also when the callers file comes from the config file.
+        let (_dir, path) = config_file("callers = \"callers.toml\"\n");
+        let err = refused(&["--dev", "--config", &path]);
+        assert!(
+            err.contains("--dev and --callers exclude each other"),
+            "{err}"
+        );
+    }
+
+    /// Removes the variables it set when dropped, also when an assertion fails.
+    struct Vars(Vec<&'static str>);
+
+    impl Vars {
+        fn set(&mut self, name: &'static str, value: &str) {
+            // SAFETY: every test that parses holds `ENV`, the std functions that read the
+            // environment synchronise with this one, and no C code in this test binary reads
+            // these variables.
+            unsafe { std::env::set_var(name, value) };
+            self.0.push(name);
+        }
+    }
+
+    impl Drop for Vars {
+        fn drop(&mut self) {
+            for name in &self.0 {
+                // SAFETY: as in `set`.
+                unsafe { std::env::remove_var(name) };
+            }
+        }
+    }
+
+    /// The only test that touches the environment: flag > LINKREG_* > config file > default.
+    #[test]
+    fn environment_variables_override_the_file_and_flags_override_them() {
+        let _env = lock();
+        let (_dir, path) = config_file(FILE);
+        let mut vars = Vars(Vec::new());
+        vars.set("LINKREG_CONFIG", &path);
+        vars.set("LINKREG_ID", "4");
+        vars.set("LINKREG_CLIENT_ADDR", "127.0.0.1:8001");
+        vars.set("LINKREG_ADVERTISE_PEER", "n4.internal:7002");
+        vars.set("LINKREG_CALLERS", "env-callers.toml");
+
+        let (config, callers) = resolved(&[]);
+        assert_eq!(config.id, 4, "env over file");
+        assert_eq!(config.client_addr, addr("127.0.0.1:8001"), "env over file");
+        assert_eq!(
+            config.advertise.peer_addr, "n4.internal:7002",
+            "env over file"
+        );
+        assert_eq!(config.advertise.client_addr, "127.0.0.1:8001");
+        assert_eq!(config.peer_addr, addr("127.0.0.1:7002"), "file, no env");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/linkreg"));
+        assert_eq!(callers, CallerSource::File("env-callers.toml".into()));
+
+        let (config, callers) = resolved(&[
+            "--id",
+            "5",
+            "--client-addr",
+            "127.0.0.1:9001",
+            "--advertise-peer",
+            "n5.internal:7002",
+            "--callers",
+            "flag-callers.toml",
+        ]);
+        assert_eq!(config.id, 5, "flag over env");
+        assert_eq!(config.client_addr, addr("127.0.0.1:9001"), "flag over env");
+        assert_eq!(config.advertise.peer_addr, "n5.internal:7002");
+        assert_eq!(callers, CallerSource::File("flag-callers.toml".into()));
+
+        // Without the file, what neither flag nor env sets is the default.
+        drop(vars);
+        let mut vars = Vars(Vec::new());
+        vars.set("LINKREG_ID", "6");
+        vars.set("LINKREG_CALLERS", "c.toml");
+        let (config, _) = resolved(&[]);
+        assert_eq!(config.id, 6);
+        assert_eq!(config.peer_addr, addr("127.0.0.1:50052"), "default");
+        assert_eq!(config.data_dir, PathBuf::from("data/node-6"), "default");
+
+        // Development mode from the environment, and its conflict with a callers file.
+        let err = refused(&["--dev"]);
+        assert!(
+            err.contains("--dev and --callers exclude each other"),
+            "{err}"
+        );
+        vars.set("LINKREG_DEV", "true");
+        let err = refused(&[]);
+        assert!(
+            err.contains("--dev and --callers exclude each other"),
+            "{err}"
+        );
+        drop(vars);
+    }
 }
