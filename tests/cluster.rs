@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use linkreg::api::auth::{Authenticator, dev_callers};
 use linkreg::cluster;
@@ -17,7 +18,10 @@ use linkreg::raft::node::Tuning;
 use linkreg::raft::{ClientRequest, NodeInfo};
 use linkreg::server::{self, NodeConfig, Running};
 use linkreg::service::{Consistency, ServiceError};
+use serde_json::Value;
 use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_linkreg");
 
 struct Member {
     dir: TempDir,
@@ -299,7 +303,7 @@ async fn writes_on_any_node_replicate_to_all() {
         .await
         .unwrap();
     assert!(
-        found.is_some(),
+        found.is_ok(),
         "linearizable read missed an acknowledged write"
     );
     assert_eq!(meta.node_id, follower);
@@ -457,6 +461,128 @@ async fn membership_add_promote_remove() {
     assert!(s.members.iter().all(|m| m.id != 2));
     let err = cluster::remove(&c.node(1).node, 1).await.unwrap_err();
     assert!(err.to_string().contains("last voter"), "{err}");
+    c.shutdown().await;
+}
+
+/// `linkreg cluster status --json` against `asked`, run as an operator would.
+async fn cli_status(c: &Cluster, asked: u64) -> Value {
+    let server = c.members[&asked].client.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["cluster", "--json", "--server", &server, "status"])
+            .env("LINKREG_TOKEN", "dev-keeper")
+            .env_remove("LINKREG_TLS_CA")
+            .output()
+            .expect("linkreg cluster runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster status on node {asked}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON status")
+}
+
+/// Per member id: (applied index, matched index, lag) as `cluster status` shows them.
+type Progress = BTreeMap<u64, (Option<u64>, Option<u64>, Option<u64>)>;
+
+fn progress(status: &Value) -> Progress {
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            let n = |f: &str| m[f].as_u64();
+            (
+                n("id").unwrap(),
+                (n("applied_index"), n("matched_index"), n("lag")),
+            )
+        })
+        .collect()
+}
+
+/// Asks `asked` until its status shows exactly `expected` for every member, with the lag taken
+/// from `leader`; fails with the last answer after 20 s.
+async fn wait_progress(c: &Cluster, asked: u64, leader: u64, expected: &Progress) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = cli_status(c, asked).await;
+        if progress(&status) == *expected && status["lag_from"] == leader {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "asked on node {asked}: expected {expected:?} from leader {leader}, got {:?} from {}",
+            progress(&status),
+            status["lag_from"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn last_log_index(c: &Cluster, id: u64) -> u64 {
+    cluster::status(&c.node(id).node).last_log_index.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_shows_every_members_applied_index_and_lag_wherever_asked() {
+    let c = Cluster::new(3, tuning()).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let (cut, other) = (followers[0], followers[1]);
+    for n in 0..5 {
+        create_at(&c, leader, n, None).await.unwrap();
+    }
+    c.converge().await;
+    // All caught up: every member has applied the leader's last entry, lag 0, on any node.
+    let before = last_log_index(&c, leader);
+    let caught_up: Progress = [1, 2, 3]
+        .into_iter()
+        .map(|id| (id, (Some(before), Some(before), Some(0))))
+        .collect();
+    for asked in [leader, cut, other] {
+        wait_progress(&c, asked, leader, &caught_up).await;
+    }
+    // Without the leader's view a follower knows no member's progress: the CLI asks the leader.
+    let own = cluster::status(&c.node(other).node);
+    assert!(own.members.iter().all(|m| m.lag.is_none()), "{own:?}");
+
+    // One follower is cut off: it stays where it was while the other two go on.
+    c.faults.isolate(cut, &[1, 2, 3]);
+    for n in 5..12 {
+        create_at(&c, leader, n, None).await.unwrap();
+    }
+    let last = last_log_index(&c, leader);
+    assert!(last >= before + 7);
+    let mut behind = caught_up.clone();
+    for id in [leader, other] {
+        behind.insert(id, (Some(last), Some(last), Some(0)));
+    }
+    behind.insert(cut, (Some(before), Some(before), Some(last - before)));
+    // The same numbers on the leader, on the other follower, and on the cut-off node itself
+    // (which no longer knows who leads; the leader is found among the members).
+    for asked in [leader, other, cut] {
+        let status = wait_progress(&c, asked, leader, &behind).await;
+        assert_eq!(status["node_id"], asked);
+    }
+    let lost = cli_status(&c, cut).await;
+    assert_ne!(lost["state"], "leader");
+
+    // Healed, it catches up (perhaps under a new leader, as its elections raised the term).
+    c.faults.heal();
+    c.converge().await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let last = last_log_index(&c, leader);
+    let healed: Progress = [1, 2, 3]
+        .into_iter()
+        .map(|id| (id, (Some(last), Some(last), Some(0))))
+        .collect();
+    for asked in [1, 2, 3] {
+        wait_progress(&c, asked, leader, &healed).await;
+    }
+    c.converge().await;
     c.shutdown().await;
 }
 

@@ -173,11 +173,22 @@ async fn call(
     })
 }
 
-/// Asks each member for its own applied index: the leader only knows what it has replicated.
+/// Fills in what the asked node cannot know by itself.
+///
+/// - `applied_index`: each member's own (asked of that member; `reachable` says whether it
+///   answered). The leader only knows what it has replicated, not what a member has applied.
+/// - `matched_index` and `lag`: the leader's. Only the leader tracks how far each member's log
+///   matches its own, so a node that is not the leader reports them as unknown (see
+///   `linkreg::cluster::status`). When the asked node is not the leader, they are taken from the
+///   leader's own answer: the member among those asked that says it is the leader, the highest
+///   term winning, so this works even on a node that has lost touch with the leader. Lag is the
+///   leader's last log index minus the member's matched index, the same numbers whichever node
+///   is asked. `lag_from` names the leader they come from; null when no leader answered.
 async fn add_member_progress(status: &mut Value, access: &Access) {
     let Some(members) = status["members"].as_array_mut() else {
         return;
     };
+    let mut replies = Vec::new();
     for member in members {
         let addr = member["client_addr"]
             .as_str()
@@ -192,8 +203,43 @@ async fn add_member_progress(status: &mut Value, access: &Access) {
                 .ok()
         };
         let reply = if addr.is_empty() { None } else { own.await };
+        let reply = reply.map(|r| status_json(&r.into_inner()));
         member["reachable"] = json!(reply.is_some());
-        member["applied_index"] = json!(reply.and_then(|r| r.into_inner().applied_index));
+        member["applied_index"] = reply
+            .as_ref()
+            .map_or(Value::Null, |r| r["applied_index"].clone());
+        replies.extend(reply);
+    }
+    apply_leader_view(status, &replies);
+}
+
+/// Copies the leader's `matched_index` and `lag` into `status` (see `add_member_progress`).
+fn apply_leader_view(status: &mut Value, replies: &[Value]) {
+    let leader = if status["state"] == "leader" {
+        Some(status.clone())
+    } else {
+        replies
+            .iter()
+            .filter(|r| r["state"] == "leader")
+            .max_by_key(|r| r["term"].as_u64())
+            .cloned()
+    };
+    status["lag_from"] = leader
+        .as_ref()
+        .map_or(Value::Null, |l| l["node_id"].clone());
+    let Some(members) = status["members"].as_array_mut() else {
+        return;
+    };
+    for member in members {
+        let seen = leader.as_ref().and_then(|l| {
+            l["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["id"] == member["id"])
+        });
+        for field in ["matched_index", "lag"] {
+            member[field] = seen.map_or(Value::Null, |m| m[field].clone());
+        }
     }
 }
 
@@ -249,6 +295,13 @@ fn print(value: &Value, as_json: bool, command: &ClusterCommand) {
                 opt(&value["purged_index"]),
             );
             print_members(&value["members"]);
+            match &value["lag_from"] {
+                Value::Null => println!("no leader answered: matched index and lag unknown"),
+                leader if *leader != value["node_id"] => {
+                    println!("matched index and lag as the leader, node {leader}, sees them")
+                }
+                _ => {}
+            }
         }
         ClusterCommand::AddLearner { .. }
         | ClusterCommand::Promote { .. }
@@ -292,5 +345,81 @@ fn print_members(members: &Value) {
             opt(&m["matched_index"]),
             opt(&m["lag"]),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, state: &str, term: u64, members: Value) -> Value {
+        json!({ "node_id": id, "state": state, "term": term, "members": members })
+    }
+
+    fn member(id: u64, matched: Option<u64>, lag: Option<u64>) -> Value {
+        json!({ "id": id, "matched_index": matched, "lag": lag, "applied_index": 7 })
+    }
+
+    fn progress(status: &Value) -> Vec<(u64, Value, Value)> {
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_u64().unwrap(),
+                    m["matched_index"].clone(),
+                    m["lag"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_leaders_own_view_is_kept() {
+        let members = json!([member(1, Some(9), Some(0)), member(2, Some(4), Some(5))]);
+        let mut status = node(1, "leader", 3, members);
+        let before = progress(&status);
+        apply_leader_view(&mut status, &[node(2, "follower", 3, json!([]))]);
+        assert_eq!(progress(&status), before);
+        assert_eq!(status["lag_from"], 1);
+    }
+
+    #[test]
+    fn a_follower_shows_the_leaders_matched_index_and_lag() {
+        let unknown = json!([member(1, None, None), member(2, None, None)]);
+        let mut status = node(2, "follower", 3, unknown.clone());
+        let leader = node(
+            1,
+            "leader",
+            3,
+            json!([member(1, Some(9), Some(0)), member(2, Some(4), Some(5))]),
+        );
+        apply_leader_view(&mut status, &[leader, node(2, "follower", 3, unknown)]);
+        assert_eq!(
+            progress(&status),
+            [(1, json!(9), json!(0)), (2, json!(4), json!(5))]
+        );
+        assert_eq!(status["lag_from"], 1);
+        // The member's own applied index is left alone.
+        assert_eq!(status["members"][1]["applied_index"], 7);
+    }
+
+    #[test]
+    fn a_deposed_leader_with_a_lower_term_is_not_believed() {
+        let mut status = node(3, "candidate", 9, json!([member(3, None, None)]));
+        let old = node(1, "leader", 2, json!([member(3, Some(1), Some(40))]));
+        let new = node(2, "leader", 4, json!([member(3, Some(30), Some(11))]));
+        apply_leader_view(&mut status, &[old, new]);
+        assert_eq!(progress(&status), [(3, json!(30), json!(11))]);
+        assert_eq!(status["lag_from"], 2);
+    }
+
+    #[test]
+    fn without_a_leader_matched_index_and_lag_are_unknown() {
+        let mut status = node(2, "candidate", 5, json!([member(1, Some(3), Some(1))]));
+        apply_leader_view(&mut status, &[node(3, "follower", 5, json!([]))]);
+        assert_eq!(progress(&status), [(1, Value::Null, Value::Null)]);
+        assert_eq!(status["lag_from"], Value::Null);
     }
 }

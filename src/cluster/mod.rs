@@ -60,6 +60,15 @@ pub struct Status {
     pub membership_log_index: u64,
 }
 
+/// This node's view of the cluster.
+///
+/// `matched_index` and `lag` (the leader's last log index minus the member's matched index) come
+/// from the leader's replication state: only the leader knows how far each member's log matches
+/// its own, so on any other node they are `None` rather than a guess. A node cannot fetch them
+/// from the leader for its caller: no peer RPC carries them, and the leader's `ClusterAdmin`
+/// wants a keeper's token, which nodes do not hold. `linkreg cluster status`, which has the
+/// operator's token, asks the leader (found among the members) and shows the leader's numbers
+/// wherever it is pointed; see `src/cli/cluster.rs`.
 pub fn status(node: &RaftNode) -> Status {
     let m = node.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
