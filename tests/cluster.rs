@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linkreg::api::auth::{Authenticator, dev_callers};
-use linkreg::cluster;
+use linkreg::cluster::{self, ClusterError};
 use linkreg::domain::command::CreateLink;
 use linkreg::domain::query::SsinQuery;
 use linkreg::domain::{Action, Caller, LinkId, Organization, Outcome, Role, Ssin};
@@ -104,6 +104,24 @@ impl Cluster {
         );
         let join = (id != 1).then(|| self.members[&1].peer.to_string());
         let config = self.config(id, id == 1, join);
+        let running = server::start(config, auth(), self.faults.clone())
+            .await
+            .expect("node starts");
+        self.members.get_mut(&id).unwrap().running = Some(running);
+    }
+
+    /// Starts a node that is not a member yet: neither bootstrapped nor joined.
+    async fn start_outside(&mut self, id: u64) {
+        self.members.insert(
+            id,
+            Member {
+                dir: tempfile::tempdir().unwrap(),
+                peer: free_addr(),
+                client: free_addr(),
+                running: None,
+            },
+        );
+        let config = self.config(id, false, None);
         let running = server::start(config, auth(), self.faults.clone())
             .await
             .expect("node starts");
@@ -582,6 +600,87 @@ async fn cluster_status_shows_every_members_applied_index_and_lag_wherever_asked
     for asked in [1, 2, 3] {
         wait_progress(&c, asked, leader, &healed).await;
     }
+    c.converge().await;
+    c.shutdown().await;
+}
+
+fn in_progress(err: &ClusterError) -> bool {
+    matches!(err, ClusterError::Refused(_))
+        && err
+            .to_string()
+            .contains("another membership change is in progress")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_membership_change_at_a_time_and_a_refused_one_says_why() {
+    let mut c = Cluster::new(3, tuning()).await;
+    c.start_outside(4).await;
+    let old = c.leader(&[1, 2, 3]).await;
+    let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    // Cut off from everyone, the leader still believes it leads but can commit nothing: a
+    // membership change it starts stays in progress.
+    c.faults.isolate(old, &[1, 2, 3, 4]);
+    let node = c.node(old).node.clone();
+    let info = c.node(4).node.info.clone();
+    let first = tokio::spawn(async move { cluster::add_learner(&node, 4, info).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster::status(&c.node(old).node)
+        .members
+        .iter()
+        .any(|m| m.id == 4)
+    {
+        assert!(Instant::now() < deadline, "the change was never appended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cluster::status(&c.node(old).node).state, "leader");
+    assert!(!first.is_finished(), "committed without a quorum");
+
+    // While the first change runs, a second one on that node is refused at once.
+    let err = cluster::remove(&c.node(old).node, followers[0])
+        .await
+        .unwrap_err();
+    assert!(in_progress(&err), "{err}");
+    assert!(err.to_string().contains(&format!("on node {old}")), "{err}");
+    let err = cluster::promote(&c.node(old).node, 4).await.unwrap_err();
+    assert!(in_progress(&err), "{err}");
+
+    // The first caller gives up; its entry is still uncommitted, so raft refuses the next
+    // change, and says so in the same words.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let err = cluster::remove(&c.node(old).node, followers[0])
+        .await
+        .unwrap_err();
+    assert!(in_progress(&err), "{err}");
+    assert!(err.to_string().contains("not committed yet"), "{err}");
+
+    // Once the majority has its own leader and the partition heals, the uncommitted change is
+    // discarded: nothing refused was applied, and changes go through again one after the other.
+    let leader = c.leader(&followers).await;
+    c.faults.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let members: Vec<_> = cluster::status(&c.node(old).node)
+            .members
+            .iter()
+            .map(|m| (m.id, m.voter))
+            .collect();
+        if members == [(1, true), (2, true), (3, true)] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "membership on node {old}: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = c.node(4).node.info.clone();
+    cluster::add_learner(&c.node(leader).node, 4, info)
+        .await
+        .unwrap();
+    let s = cluster::promote(&c.node(leader).node, 4).await.unwrap();
+    assert_eq!(s.members.iter().filter(|m| m.voter).count(), 4);
+    create_at(&c, 4, 1, None).await.unwrap();
     c.converge().await;
     c.shutdown().await;
 }

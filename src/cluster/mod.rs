@@ -2,9 +2,10 @@
 //! replica digest. Works through the raft API only; never writes column families itself.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
 use crate::raft::network::{decode, encode, peer_client};
@@ -123,10 +124,58 @@ fn write_error(
             leader_id: f.leader_id,
             leader: f.leader_node,
         },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(p),
+        )) => ClusterError::Refused(format!(
+            "another membership change is in progress: its entry at log index {} is not \
+             committed yet (the last committed membership is at {})",
+            p.membership_log_id.map_or(0, |l| l.index),
+            p.committed.map_or(0, |l| l.index),
+        )),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
             ClusterError::Refused(c.to_string())
         }
         RaftError::Fatal(f) => ClusterError::Unavailable(f.to_string()),
+    }
+}
+
+/// Nodes (by the address of their `RaftNode`) running a membership change through this module.
+///
+/// openraft refuses a change only while the previous membership entry is uncommitted. But
+/// `change_membership` commits a joint configuration and then the final one in two steps, and
+/// `add_learner` waits for the learner to catch up after its entry committed: a second change
+/// slipping into either gap would be applied on top of a half-finished one (and the first
+/// caller's second step would then fail or do something nobody asked for). So a node runs one
+/// change at a time and refuses another at once, saying why, instead of queueing it. Changes
+/// only succeed on the leader, so this serializes the cluster's while the leader stays; a
+/// `--join` (`raft::peer::join`) does not take this lock and relies on openraft's check alone.
+static CHANGING: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+
+/// Held while a membership change runs on a node; dropping it (also when the caller gives up and
+/// drops the future) lets the next one in.
+struct ChangeGuard(usize);
+
+impl Drop for ChangeGuard {
+    fn drop(&mut self) {
+        changing().remove(&self.0);
+    }
+}
+
+fn changing() -> std::sync::MutexGuard<'static, BTreeSet<usize>> {
+    // Poisoned only if a thread panicked inside `insert`/`remove`; the set is still consistent.
+    CHANGING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn begin_change(node: &RaftNode) -> Result<ChangeGuard, ClusterError> {
+    let key = node as *const RaftNode as usize;
+    if changing().insert(key) {
+        Ok(ChangeGuard(key))
+    } else {
+        Err(ClusterError::Refused(format!(
+            "another membership change is in progress on node {}; run this one when it has \
+             finished",
+            node.id
+        )))
     }
 }
 
@@ -136,6 +185,7 @@ pub async fn add_learner(
     id: NodeId,
     info: NodeInfo,
 ) -> Result<Status, ClusterError> {
+    let _change = begin_change(node)?;
     node.raft
         .add_learner(id, info, true)
         .await
@@ -144,6 +194,7 @@ pub async fn add_learner(
 }
 
 pub async fn promote(node: &RaftNode, id: NodeId) -> Result<Status, ClusterError> {
+    let _change = begin_change(node)?;
     let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
     node.raft
         .change_membership(change, false)
@@ -154,6 +205,7 @@ pub async fn promote(node: &RaftNode, id: NodeId) -> Result<Status, ClusterError
 
 /// Removes a voter or a learner from the cluster.
 pub async fn remove(node: &RaftNode, id: NodeId) -> Result<Status, ClusterError> {
+    let _change = begin_change(node)?;
     let current = status(node);
     let member = current
         .members
