@@ -448,37 +448,42 @@ async fn a_new_member_catches_up_through_a_snapshot_after_the_log_was_purged() {
 async fn membership_add_promote_remove() {
     let mut c = Cluster::new(1, tuning()).await;
     create_at(&c, 1, 1, None).await.unwrap();
-    // Node 2 runs but is not yet a member.
-    c.members.insert(
-        2,
-        Member {
-            dir: tempfile::tempdir().unwrap(),
-            peer: free_addr(),
-            client: free_addr(),
-            running: None,
-        },
-    );
-    let config = c.config(2, false, None);
-    c.members.get_mut(&2).unwrap().running = Some(
-        server::start(config, auth(), c.faults.clone())
-            .await
-            .unwrap(),
-    );
-    let info = c.node(2).node.info.clone();
-    let s = cluster::add_learner(&c.node(1).node, 2, info)
-        .await
-        .unwrap();
-    assert!(s.members.iter().any(|m| m.id == 2 && !m.voter));
-    let s = cluster::promote(&c.node(1).node, 2).await.unwrap();
-    assert!(s.members.iter().any(|m| m.id == 2 && m.voter));
-    c.converge().await;
-    // Refusals say why.
-    let err = cluster::remove(&c.node(1).node, 9).await.unwrap_err();
-    assert!(err.to_string().contains("not a member"), "{err}");
-    let s = cluster::remove(&c.node(1).node, 2).await.unwrap();
-    assert!(s.members.iter().all(|m| m.id != 2));
     let err = cluster::remove(&c.node(1).node, 1).await.unwrap_err();
     assert!(err.to_string().contains("last voter"), "{err}");
+    // Nodes 2 and 3 run but are not yet members.
+    for id in [2, 3] {
+        c.start_outside(id).await;
+        let info = c.node(id).node.info.clone();
+        let s = cluster::add_learner(&c.node(1).node, id, info)
+            .await
+            .unwrap();
+        assert!(s.members.iter().any(|m| m.id == id && !m.voter));
+        let s = cluster::promote(&c.node(1).node, id).await.unwrap();
+        assert!(s.members.iter().any(|m| m.id == id && m.voter));
+    }
+    create_at(&c, 2, 2, None).await.unwrap();
+    c.converge().await;
+    // Refusals say why.
+    let leader = c.leader(&[1, 2, 3]).await;
+    let err = cluster::remove(&c.node(leader).node, 9).await.unwrap_err();
+    assert!(err.to_string().contains("not a member"), "{err}");
+    let gone = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let s = cluster::remove(&c.node(leader).node, gone).await.unwrap();
+    assert!(s.members.iter().all(|m| m.id != gone));
+    assert_eq!(s.members.iter().filter(|m| m.voter).count(), 2);
+    // A removed member is shut down; the two that remain go on committing and agree.
+    c.stop(gone).await;
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != gone).collect();
+    let mut acked = BTreeMap::new();
+    for n in 10..14 {
+        let via = rest[(n % 2) as usize];
+        acked.insert(n, create_at(&c, via, n, None).await.unwrap());
+    }
+    assert_eq!(c.running(), rest);
+    c.converge().await;
+    for id in &rest {
+        assert_links(&c, *id, &acked).await;
+    }
     c.shutdown().await;
 }
 
