@@ -229,11 +229,7 @@ pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
     }
 }
 
-fn close(
-    stack: &mut [Element],
-    root: &mut Option<Element>,
-    done: Element,
-) -> Result<(), XmlError> {
+fn close(stack: &mut [Element], root: &mut Option<Element>, done: Element) -> Result<(), XmlError> {
     if !done.children.is_empty() && !done.text.trim().is_empty() {
         return Err(XmlError::MixedContent(done.qualified()));
     }
