@@ -165,6 +165,35 @@ pub enum Call {
 
 type Client = LinkRegisterClient<InterceptedService<Channel, Bearer>>;
 
+impl Call {
+    /// A write without a client session: sending it again may apply it twice.
+    fn is_unprotected_write(&self) -> bool {
+        let unprotected = |r: &RetryArgs| r.client_id.is_none();
+        match self {
+            Call::Link(LinkCommand::Create { retry, .. })
+            | Call::Link(LinkCommand::Update { retry, .. })
+            | Call::Link(LinkCommand::Delete { retry, .. }) => unprotected(retry),
+            Call::Link(_) | Call::KeyType(KeyTypeCommand::List) => false,
+            Call::KeyType(_) => true,
+            Call::FormatRule(FormatRuleCommand::List) => false,
+            Call::FormatRule(_) => true,
+        }
+    }
+}
+
+/// Whether another server may be asked after `status`: always when the server said it applied
+/// nothing (its own UNAVAILABLE); after a transport failure only when repeating cannot apply a
+/// write twice (a read, or a write with a client session).
+fn may_try_next(status: &tonic::Status, call: &Call) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let declared = status
+        .get_details_error_info()
+        .is_some_and(|i| i.reason == "UNAVAILABLE");
+    declared || !call.is_unprotected_write()
+}
+
 fn consistency(linearizable: bool) -> i32 {
     if linearizable {
         pb::Consistency::Linearizable as i32
@@ -195,7 +224,7 @@ pub fn run(args: ClientArgs, call: Call) -> anyhow::Result<ExitCode> {
                     print(&value, args.json, &call);
                     return Ok(ExitCode::SUCCESS);
                 }
-                Err(status) if status.code() == tonic::Code::Unavailable => {
+                Err(status) if may_try_next(&status, &call) => {
                     eprintln!("{server}: {}; trying the next server", status.message());
                     last_error = Some(status.message().to_string());
                 }
@@ -579,5 +608,57 @@ fn print(value: &Value, as_json: bool, call: &Call) {
                 text(&l["version"])
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Line {
+        #[command(subcommand)]
+        link: LinkCommand,
+    }
+
+    fn link(args: &[&str]) -> Call {
+        let line = Line::try_parse_from(std::iter::once("link").chain(args.iter().copied()));
+        Call::Link(line.expect("a valid command line").link)
+    }
+
+    #[test]
+    fn only_a_retry_that_cannot_apply_a_write_twice_goes_to_the_next_server() {
+        let create = [
+            "create",
+            "--ssin",
+            "85073003328",
+            "--country",
+            "NL",
+            "--type",
+            "PASSPORT",
+            "--value",
+            "NX123456",
+        ];
+        let unprotected = link(&create);
+        let with_session =
+            link(&[&create[..], &["--client-id", "c", "--request-id", "1"]].concat());
+        let read = link(&["get", "1"]);
+        // A connection that broke mid-call: the write may or may not have been applied.
+        let broken = tonic::Status::unavailable("connection reset");
+        assert!(!may_try_next(&broken, &unprotected));
+        assert!(may_try_next(&broken, &with_session));
+        assert!(may_try_next(&broken, &read));
+        // The server's own UNAVAILABLE: nothing was applied.
+        let mut details = ErrorDetails::new();
+        details.set_error_info("UNAVAILABLE", "linkreg", HashMap::new());
+        let declared =
+            tonic::Status::with_error_details(tonic::Code::Unavailable, "no leader", details);
+        assert!(may_try_next(&declared, &unprotected));
+        assert!(!may_try_next(&tonic::Status::internal("x"), &read));
     }
 }
