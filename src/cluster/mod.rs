@@ -2,14 +2,13 @@
 //! replica digest. Works through the raft API only; never writes column families itself.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
 use crate::raft::network::{decode, encode, peer_client};
-use crate::raft::node::RaftNode;
+use crate::raft::node::{ChangeGuard, RaftNode};
 use crate::raft::peer::JoinResult;
 use crate::raft::state_machine::{self, Digest};
 use crate::raft::{NodeId, NodeInfo};
@@ -139,44 +138,15 @@ fn write_error(
     }
 }
 
-/// Nodes (by the address of their `RaftNode`) running a membership change through this module.
-///
-/// openraft refuses a change only while the previous membership entry is uncommitted. But
-/// `change_membership` commits a joint configuration and then the final one in two steps, and
-/// `add_learner` waits for the learner to catch up after its entry committed: a second change
-/// slipping into either gap would be applied on top of a half-finished one (and the first
-/// caller's second step would then fail or do something nobody asked for). So a node runs one
-/// change at a time and refuses another at once, saying why, instead of queueing it. Changes
-/// only succeed on the leader, so this serializes the cluster's while the leader stays; a
-/// `--join` (`raft::peer::join`) does not take this lock and relies on openraft's check alone.
-static CHANGING: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
-
-/// Held while a membership change runs on a node; dropping it (also when the caller gives up and
-/// drops the future) lets the next one in.
-struct ChangeGuard(usize);
-
-impl Drop for ChangeGuard {
-    fn drop(&mut self) {
-        changing().remove(&self.0);
-    }
-}
-
-fn changing() -> std::sync::MutexGuard<'static, BTreeSet<usize>> {
-    // Poisoned only if a thread panicked inside `insert`/`remove`; the set is still consistent.
-    CHANGING.lock().unwrap_or_else(|p| p.into_inner())
-}
-
+/// One membership change at a time per node: see [`crate::raft::node::ChangeLock`].
 fn begin_change(node: &RaftNode) -> Result<ChangeGuard, ClusterError> {
-    let key = node as *const RaftNode as usize;
-    if changing().insert(key) {
-        Ok(ChangeGuard(key))
-    } else {
-        Err(ClusterError::Refused(format!(
+    node.membership_change.try_begin().ok_or_else(|| {
+        ClusterError::Refused(format!(
             "another membership change is in progress on node {}; run this one when it has \
              finished",
             node.id
-        )))
-    }
+        ))
+    })
 }
 
 /// Adds a learner and waits until it has caught up with the log.

@@ -52,6 +52,35 @@ pub enum NodeError {
     Fatal(String),
 }
 
+/// Held while a membership change runs through this node, so that it runs one at a time.
+///
+/// openraft refuses a change only while the previous membership entry is uncommitted. But
+/// `change_membership` commits a joint configuration and then the final one in two steps, and
+/// `add_learner` waits for the learner to catch up after its entry committed: a second change
+/// slipping into either gap would be applied on top of a half-finished one. So a node runs one
+/// change at a time (administration and joins alike) and refuses another at once.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeLock(Arc<std::sync::atomic::AtomicBool>);
+
+/// Dropping it (also when the caller gives up and drops the future) lets the next change in.
+pub struct ChangeGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl ChangeLock {
+    pub fn try_begin(&self) -> Option<ChangeGuard> {
+        use std::sync::atomic::Ordering;
+        self.0
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| ChangeGuard(self.0.clone()))
+    }
+}
+
+impl Drop for ChangeGuard {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 pub struct RaftNode {
     pub id: NodeId,
     pub info: NodeInfo,
@@ -62,6 +91,7 @@ pub struct RaftNode {
     pub committed: tokio::sync::watch::Receiver<Option<u64>>,
     /// How this node dials the other members.
     pub transport: PeerTransport,
+    pub membership_change: ChangeLock,
 }
 
 impl RaftNode {
@@ -117,6 +147,7 @@ impl RaftNode {
             faults,
             committed,
             transport,
+            membership_change: ChangeLock::default(),
         })
     }
 
@@ -140,9 +171,12 @@ impl RaftNode {
     }
 
     pub fn peer_service(&self) -> RaftPeerServer<PeerService> {
-        RaftPeerServer::new(PeerService::new(self.raft.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+        RaftPeerServer::new(PeerService::new(
+            self.raft.clone(),
+            self.membership_change.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// Whether fault injection lets this node talk to `peer` (always, outside tests).

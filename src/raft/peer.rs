@@ -21,17 +21,20 @@ pub type JoinResult = Result<LogId, RaftError<NodeId, ClientWriteError<NodeId, N
 
 pub struct PeerService {
     raft: Raft<TypeConfig>,
+    membership_change: super::node::ChangeLock,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft<TypeConfig>) -> PeerService {
-        PeerService { raft }
+    pub fn new(raft: Raft<TypeConfig>, membership_change: super::node::ChangeLock) -> PeerService {
+        PeerService {
+            raft,
+            membership_change,
+        }
     }
 }
 
 /// Adds `id` as a learner (waiting until it has caught up) and then as a voter. Already a voter
-/// at the same address: nothing to do. Used by `Join`; membership changes go one at a time,
-/// which openraft enforces on the leader.
+/// at the same address: nothing to do. Used by `Join`, under the node's membership lock.
 pub async fn join(raft: &Raft<TypeConfig>, id: NodeId, node: NodeInfo) -> JoinResult {
     let metrics = raft.metrics().borrow().clone();
     let config = metrics.membership_config.membership();
@@ -94,6 +97,12 @@ impl RaftPeer for PeerService {
 
     async fn join(&self, req: GrpcRequest<Payload>) -> Result<GrpcResponse<Payload>, Status> {
         let (id, node): (NodeId, NodeInfo) = decode(req.get_ref())?;
+        // The joining node retries; a refusal here costs it one round.
+        let Some(_change) = self.membership_change.try_begin() else {
+            return Err(Status::unavailable(
+                "another membership change is in progress; retry",
+            ));
+        };
         let result = join(&self.raft, id, node).await;
         Ok(GrpcResponse::new(encode(&result)?))
     }
