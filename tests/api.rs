@@ -1,32 +1,24 @@
 //! The LinkRegister gRPC API over a real socket, against a real node: every RPC under every
 //! role, the error mapping, and bad input leaving the register unchanged.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use linkreg::api::admin::LEADER_METADATA;
 use linkreg::api::auth::{Authenticator, Callers};
-use linkreg::domain::{Caller, Organization, RegisterView, Role};
+use linkreg::domain::{Caller, Organization, Role};
 use linkreg::proto::linkreg as pb;
 use linkreg::proto::linkreg::link_register_client::LinkRegisterClient;
-use linkreg::raft::NodeInfo;
 use linkreg::raft::network::Faults;
-use linkreg::raft::node::Tuning;
-use linkreg::server::{self, NodeConfig, Running};
+use linkreg::server::{self, Running};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn caller(name: &str, role: Role) -> Caller {
     Caller {
@@ -60,30 +52,8 @@ async fn leaderless(write_timeout: Duration) -> Node {
 
 async fn start(init: bool, write_timeout: Duration) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let (peer, client) = (free_addr(), free_addr());
-    let config = NodeConfig {
-        id: 1,
-        data_dir: dir.path().to_path_buf(),
-        client_addr: client,
-        peer_addr: peer,
-        http_addr: free_addr(),
-        advertise: NodeInfo {
-            peer_addr: peer.to_string(),
-            client_addr: client.to_string(),
-            http_addr: String::new(),
-        },
-        init,
-        join: None,
-        tuning: Tuning {
-            heartbeat_ms: 50,
-            election_min_ms: 300,
-            election_max_ms: 600,
-            ..Tuning::default()
-        },
-        write_timeout,
-        client_tls: None,
-        peer_tls: None,
-    };
+    let config = common::config(1, dir.path(), init, None, write_timeout);
+    let client = config.client_addr;
     let callers = Callers::from_tokens(&[
         ("reader-token", caller("Reader org", Role::Reader)),
         ("writer-token", caller("Writer org", Role::Writer)),
@@ -123,20 +93,6 @@ fn create(ssin: &str, value: &str) -> pb::CreateLinkRequest {
         value: value.into(),
         ..Default::default()
     }
-}
-
-/// Everything a command could have changed: links, catalogue, format rules, next id.
-fn register(running: &Running) -> String {
-    let store = &running.node.store;
-    let mut links = Vec::new();
-    for id in 1..store.next_link_id().unwrap().0 {
-        links.push(store.link(linkreg::domain::LinkId(id)).unwrap());
-    }
-    format!(
-        "{links:?}\n{:?}\n{:?}",
-        store.key_types().unwrap(),
-        store.format_rules().unwrap()
-    )
 }
 
 fn reason(status: &Status) -> String {
@@ -466,7 +422,7 @@ async fn every_bad_field_is_named_and_changes_nothing() {
         .log_index_at_least(Some(existing.log_index), "create in metrics")
         .await
         .unwrap();
-    let before = register(&n.running);
+    let before = common::register(&n.running);
     let log_before = n.running.node.raft.metrics().borrow().last_log_index;
 
     let mut cases: Vec<(Status, &str, &str)> = Vec::new();
@@ -691,7 +647,7 @@ async fn every_bad_field_is_named_and_changes_nothing() {
     }
     // None of it changed the register, and none of it took a log entry: malformed input is
     // refused before replication.
-    assert_eq!(register(&n.running), before);
+    assert_eq!(common::register(&n.running), before);
     assert_eq!(
         n.running.node.raft.metrics().borrow().last_log_index,
         log_before
@@ -711,7 +667,7 @@ async fn every_bad_field_is_named_and_changes_nothing() {
         (violated_field(&err).as_deref(), reason(&err).as_str()),
         (Some("key_type"), "UNKNOWN_KEY_TYPE")
     );
-    assert_eq!(register(&n.running), before);
+    assert_eq!(common::register(&n.running), before);
     n.running.stop().await;
 }
 
@@ -1268,7 +1224,7 @@ impl Write {
 async fn every_write_names_a_bad_or_unpaired_session_id_and_changes_nothing() {
     let mut n = node().await;
     let id = one_link(&mut n).await;
-    let before = register(&n.running);
+    let before = common::register(&n.running);
     let long = "c".repeat(129);
     let sessions: [(Option<&str>, Option<u64>, &str); 5] = [
         (Some(""), Some(1), "client_id"),
@@ -1296,7 +1252,7 @@ async fn every_write_names_a_bad_or_unpaired_session_id_and_changes_nothing() {
             );
         }
     }
-    assert_eq!(register(&n.running), before);
+    assert_eq!(common::register(&n.running), before);
     // The same requests with a well-formed session are applied: the refusals above were about
     // the session alone. (128 characters is the longest client id.)
     let longest = "c".repeat(128);
@@ -1308,7 +1264,7 @@ async fn every_write_names_a_bad_or_unpaired_session_id_and_changes_nothing() {
             .await
             .unwrap_or_else(|e| panic!("{request:?}: {e:?}"));
     }
-    assert_ne!(register(&n.running), before);
+    assert_ne!(common::register(&n.running), before);
     n.running.stop().await;
 }
 
@@ -1316,7 +1272,7 @@ async fn every_write_names_a_bad_or_unpaired_session_id_and_changes_nothing() {
 async fn malformed_key_types_and_inverted_lengths_are_named_and_change_nothing() {
     let mut n = node().await;
     one_link(&mut n).await;
-    let before = register(&n.running);
+    let before = common::register(&n.running);
     let log_before = n.running.node.raft.metrics().borrow().last_log_index;
     for bad in ["pass port", "x", "", "PASSPORT!"] {
         let request = pb::CreateLinkRequest {
@@ -1372,7 +1328,7 @@ async fn malformed_key_types_and_inverted_lengths_are_named_and_change_nothing()
         ),
         "{err:?}"
     );
-    assert_eq!(register(&n.running), before);
+    assert_eq!(common::register(&n.running), before);
     assert_eq!(
         n.running.node.raft.metrics().borrow().last_log_index,
         log_before
@@ -1384,7 +1340,7 @@ async fn malformed_key_types_and_inverted_lengths_are_named_and_change_nothing()
 async fn messages_over_four_mib_are_refused_and_change_nothing() {
     let mut n = node().await;
     one_link(&mut n).await;
-    let before = register(&n.running);
+    let before = common::register(&n.running);
     let huge = "A1".repeat(5 * 1024 * 1024 / 2);
     let err = n
         .client
@@ -1418,7 +1374,7 @@ async fn messages_over_four_mib_are_refused_and_change_nothing() {
         (err.code(), violated_field(&err).as_deref()),
         (Code::InvalidArgument, Some("value"))
     );
-    assert_eq!(register(&n.running), before);
+    assert_eq!(common::register(&n.running), before);
     n.running.stop().await;
 }
 

@@ -2,17 +2,17 @@
 //! business outcomes as statuses, technical ones as faults, hostile input changing nothing, and
 //! the audit trail keeping the client's ticket and legal context.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use linkreg::api::auth::{Authenticator, Callers};
 use linkreg::api::soap::{BODY_MAX, NS};
 use linkreg::domain::{Caller, Organization, RegisterView, Role};
-use linkreg::raft::NodeInfo;
 use linkreg::raft::network::Faults;
-use linkreg::raft::node::Tuning;
-use linkreg::server::{self, NodeConfig, Running};
+use linkreg::server::{self, Running};
 use linkreg::service::Consistency;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,13 +22,6 @@ const S12: &str = "http://www.w3.org/2003/05/soap-envelope";
 const WSSE: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
 const CBE: &str = "0123456749";
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn caller(name: &str, role: Role, cbe: &str) -> Caller {
     Caller {
@@ -44,30 +37,7 @@ struct Node {
 
 async fn node() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let (peer, client, http) = (free_addr(), free_addr(), free_addr());
-    let config = NodeConfig {
-        id: 1,
-        data_dir: dir.path().to_path_buf(),
-        client_addr: client,
-        peer_addr: peer,
-        http_addr: http,
-        advertise: NodeInfo {
-            peer_addr: peer.to_string(),
-            client_addr: client.to_string(),
-            http_addr: http.to_string(),
-        },
-        init: true,
-        join: None,
-        tuning: Tuning {
-            heartbeat_ms: 50,
-            election_min_ms: 300,
-            election_max_ms: 600,
-            ..Tuning::default()
-        },
-        write_timeout: Duration::from_secs(5),
-        client_tls: None,
-        peer_tls: None,
-    };
+    let config = common::config(1, dir.path(), true, None, Duration::from_secs(5));
     let callers = Callers::from_tokens(&[
         ("reader-token", caller("Reader org", Role::Reader, CBE)),
         ("writer-token", caller("Writer org", Role::Writer, CBE)),
@@ -97,17 +67,8 @@ async fn node() -> Node {
 
 /// Everything a command could have changed, and the log's length.
 fn register(running: &Running) -> String {
-    let store = &running.node.store;
-    let mut links = Vec::new();
-    for id in 1..store.next_link_id().unwrap().0 {
-        links.push(store.link(linkreg::domain::LinkId(id)).unwrap());
-    }
-    format!(
-        "{links:?}\n{:?}\n{:?}\n{:?}",
-        store.key_types().unwrap(),
-        store.format_rules().unwrap(),
-        running.node.raft.metrics().borrow().last_log_index
-    )
+    let log = running.node.raft.metrics().borrow().last_log_index;
+    format!("{}\n{log:?}", common::register(running))
 }
 
 struct Reply {
