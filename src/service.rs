@@ -43,6 +43,8 @@ pub const CLIENT_ID_MAX: usize = 128;
 pub enum ServiceError {
     #[error("no leader reachable within {0:?}; the request was not applied, retry")]
     Unavailable(Duration),
+    #[error("this node is not a member of any cluster yet; it has nothing to answer from")]
+    NotInCluster,
     #[error("the outcome is unknown ({0}); retry with a client id and request id to learn it")]
     OutcomeUnknown(String),
     #[error("request {request_id} is older than this client's last request {last_request_id}")]
@@ -374,6 +376,16 @@ impl Service {
     }
 
     async fn read_meta(&self, options: ReadOptions) -> Result<ReadMeta, ServiceError> {
+        // A node never initialized nor joined holds no register: an empty answer from it would
+        // read as "no such link", which it cannot know.
+        let member = {
+            let metrics = self.node.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().nodes().next().is_some()
+        };
+        if !member {
+            return Err(ServiceError::NotInCluster);
+        }
         if options.consistency == Consistency::Linearizable {
             self.linearize(self.deadline(options.deadline)).await?;
         }

@@ -1470,6 +1470,23 @@ async fn a_node_without_a_leader_is_not_serving_and_refuses_writes_as_unavailabl
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "UNAVAILABLE", "{err:?}");
+    // Nor does it answer local reads as if the register were empty.
+    let err = n
+        .client
+        .get_link(as_role(
+            Some("reader"),
+            pb::GetLinkRequest {
+                id: 1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::Unavailable, "UNAVAILABLE"),
+        "{err:?}"
+    );
     // Membership changes are refused with the cluster's reason, not an internal error, and
     // no leader is suggested since none is known.
     let mut admin = admin_client(&n.running).await;

@@ -155,7 +155,9 @@ pub fn domain_status(e: &DomainError) -> Status {
 /// The one mapping of service errors to gRPC.
 pub fn service_status(e: &ServiceError) -> Status {
     match e {
-        ServiceError::Unavailable(_) => error(Code::Unavailable, "UNAVAILABLE", e.to_string()),
+        ServiceError::Unavailable(_) | ServiceError::NotInCluster => {
+            error(Code::Unavailable, "UNAVAILABLE", e.to_string())
+        }
         ServiceError::OutcomeUnknown(_) => {
             error(Code::DeadlineExceeded, "OUTCOME_UNKNOWN", e.to_string())
         }
