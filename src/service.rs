@@ -231,6 +231,10 @@ impl Service {
                             verdict: *verdict,
                             log_index: Some(log_index),
                         }),
+                        Response::SessionReused { .. } => Err(ServiceError::InvalidSession {
+                            field: "request_id",
+                            rule: "was already used by this client for a different request",
+                        }),
                         Response::Stale { last_request_id } => Err(ServiceError::StaleRequest {
                             request_id: request.session.as_ref().map_or(0, |s| s.request_id),
                             last_request_id,

@@ -561,5 +561,22 @@ async fn a_retried_soap_write_is_applied_once() {
     assert_eq!(first.text("id"), second.text("id"));
     assert_eq!(first.text("logIndex"), second.text("logIndex"));
     assert_eq!(n.running.node.store.next_link_id().unwrap().0, 2);
+    // The same ids for another request: not a retry, refused, and the answer says which field.
+    let id = first.text("id").unwrap();
+    let reused = soap11(
+        addr,
+        WRITER,
+        "updateLinkValidity",
+        &format!("<lr:clientId>soap-client</lr:clientId><lr:requestId>7</lr:requestId><lr:id>{id}</lr:id>"),
+    )
+    .await;
+    assert_eq!(
+        reused.text("code").as_deref(),
+        Some("INVALID_SESSION"),
+        "{}",
+        reused.body
+    );
+    assert_eq!(reused.text("fieldName").as_deref(), Some("requestId"));
+    assert_eq!(reused.text("fieldValue").as_deref(), Some("7"));
     n.running.stop().await;
 }

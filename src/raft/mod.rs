@@ -87,6 +87,8 @@ pub enum Response {
     },
     /// The client has since sent a newer request; this one's answer is no longer kept.
     Stale { last_request_id: u64 },
+    /// The client already used this request id for a different request.
+    SessionReused { request_id: u64 },
 }
 
 /// What the audit column family records for each applied change.

@@ -21,7 +21,7 @@ use super::{
     AuditEvent, ClientRequest, Entry, LogId, Request, Response, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
-use crate::domain::{Change, Timestamp, Verdict, decide};
+use crate::domain::{Action, Change, Timestamp, Verdict, decide};
 use crate::store::{Store, StoreError, cf, codec, keys};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
@@ -45,10 +45,19 @@ const LOAD_BATCH_ROWS: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRecord {
     pub request_id: u64,
+    /// What was asked under that id: the same id with another request is a client's bug, not a
+    /// retry, and must not be answered with this verdict.
+    pub action: Action,
     /// The entry that decided the request: what a retry is told.
     pub log_index: u64,
     pub verdict: Verdict,
     pub last_seen: Timestamp,
+}
+
+/// Client ids are the organization's own: two organizations choosing the same id do not share a
+/// session.
+pub fn session_key(organization: &crate::domain::Organization, client_id: &str) -> String {
+    format!("{}/{client_id}", organization.cbe.as_str())
 }
 
 pub struct StateMachine {
@@ -111,12 +120,20 @@ impl StateMachine {
         request: &Request,
     ) -> Result<Response, StoreError> {
         let at = request.command.at;
+        let organization = &request.command.caller.organization;
         if let Some(ClientRequest {
             client_id,
             request_id,
         }) = &request.session
-            && let Some(record) = self.store.session::<SessionRecord>(client_id)?
+            && let Some(record) = self
+                .store
+                .session::<SessionRecord>(&session_key(organization, client_id))?
         {
+            if *request_id == record.request_id && record.action != request.command.action {
+                return Ok(Response::SessionReused {
+                    request_id: *request_id,
+                });
+            }
             if *request_id == record.request_id {
                 return Ok(Response::Verdict {
                     verdict: Box::new(record.verdict),
@@ -148,12 +165,13 @@ impl StateMachine {
         if let Some(session) = &request.session {
             let record = SessionRecord {
                 request_id: session.request_id,
+                action: request.command.action.clone(),
                 log_index: log_id.index,
                 verdict: verdict.clone(),
                 last_seen: at,
             };
-            self.store
-                .stage_session(batch, &session.client_id, &record)?;
+            let key = session_key(organization, &session.client_id);
+            self.store.stage_session(batch, &key, &record)?;
         }
         self.sweep_sessions(batch, at)?;
         Ok(Response::Verdict {

@@ -80,11 +80,15 @@ impl Node {
     }
 }
 
+fn organization() -> Organization {
+    Organization::new("Test", "0123456749").unwrap()
+}
+
 fn request(role: Role, seconds: i64, action: Action, session: Option<(&str, u64)>) -> Request {
     Request {
         command: Command {
             caller: Caller {
-                organization: Organization::new("Test", "0123456749").unwrap(),
+                organization: organization(),
                 role,
             },
             at: Timestamp(T0 + seconds * 1000),
@@ -199,6 +203,27 @@ async fn a_retried_request_is_answered_from_its_session_not_applied_again() {
         ))
         .await;
     assert_eq!(again, refused);
+    // The same id for a different request is not a retry: refused, nothing applied.
+    let before = node.store.next_link_id().unwrap();
+    let reused = node
+        .apply(request(
+            Role::Writer,
+            11,
+            create("17073003384", "BB222222"),
+            Some(("c1", 7)),
+        ))
+        .await;
+    assert_eq!(reused, Response::SessionReused { request_id: 7 });
+    assert_eq!(node.store.next_link_id().unwrap(), before);
+    // Another organization's client "c1" has a session of its own.
+    let mut elsewhere = request(
+        Role::Writer,
+        12,
+        create("17073003384", "BB222222"),
+        Some(("c1", 7)),
+    );
+    elsewhere.command.caller.organization = Organization::new("Other", "0206653946").unwrap();
+    assert_ne!(created_id(&node.apply(elsewhere).await), id);
 }
 
 #[tokio::test]
@@ -221,13 +246,13 @@ async fn sessions_expire_by_log_time() {
     .await;
     assert!(
         node.store
-            .session::<SessionRecord>("old")
+            .session::<SessionRecord>(&session_key(&organization(), "old"))
             .unwrap()
             .is_none()
     );
     assert!(
         node.store
-            .session::<SessionRecord>("new")
+            .session::<SessionRecord>(&session_key(&organization(), "new"))
             .unwrap()
             .is_some()
     );
