@@ -39,6 +39,7 @@ use self::messages::{Customer, Operation, Reply, Request};
 use self::xml::{Writer, XmlError};
 use super::auth::Authenticator;
 use crate::domain::Caller;
+use crate::domain::command::TICKET_MAX;
 use crate::service::{Service, ServiceError};
 
 /// The namespace of the service's messages; its last segment is the contract's version.
@@ -306,6 +307,13 @@ pub fn inspect(
         });
     }
     let request = Request::read(operation, &envelope.operation)?;
+    // The reply echoes informationCustomer: it must be valid for the schema as it came.
+    let ticket = request.common.customer.ticket.chars().count();
+    if !(1..=TICKET_MAX).contains(&ticket) {
+        return Err(SoapError::Invalid(format!(
+            "informationCustomer/ticket: must have 1 to {TICKET_MAX} characters, not {ticket}"
+        )));
+    }
     let sent = &request.common.customer.timestamp_sent;
     if !is_xs_date_time(sent) {
         return Err(SoapError::Invalid(format!(
@@ -350,6 +358,10 @@ fn authenticate(
 /// zone (`Z` or ±hh:mm).
 fn is_xs_date_time(text: &str) -> bool {
     let text = text.trim();
+    // RFC 3339 parsers accept a lowercase `t` and `z`; xs:dateTime does not.
+    if text.contains(['t', 'z']) {
+        return false;
+    }
     if OffsetDateTime::parse(text, &Rfc3339).is_ok() {
         return true;
     }

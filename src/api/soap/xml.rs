@@ -36,6 +36,8 @@ pub enum XmlError {
     UnboundPrefix(String),
     #[error("element {0} mixes text and child elements")]
     MixedContent(String),
+    #[error("character U+{0:04X} is not allowed in XML")]
+    ForbiddenCharacter(u32),
     #[error("there is text outside the document element")]
     TextOutsideRoot,
     #[error("there is more than one document element")]
@@ -85,6 +87,17 @@ impl Element {
     }
 }
 
+/// XML 1.0's `Char`: a reply echoing anything else would not be XML.
+fn allowed(text: &str) -> Result<&str, XmlError> {
+    match text
+        .chars()
+        .find(|&c| !matches!(c, '\t' | '\n' | '\r' | ' '..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..))
+    {
+        Some(c) => Err(XmlError::ForbiddenCharacter(u32::from(c))),
+        None => Ok(text),
+    }
+}
+
 fn syntax(reader: &NsReader<&[u8]>, e: impl std::fmt::Display) -> XmlError {
     XmlError::Syntax {
         position: reader.error_position(),
@@ -119,7 +132,7 @@ fn element(
         attributes.push(Attribute {
             ns: namespace(attr_ns)?,
             name: AsRef::<str>::as_ref(&local).to_string(),
-            value: value.into_owned(),
+            value: allowed(&value)?.to_string(),
         });
     }
     Ok(Element {
@@ -139,8 +152,9 @@ pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
     let mut root: Option<Element> = None;
     let mut count = 0usize;
     loop {
+        let position = reader.buffer_position();
         let (resolved, event) = reader.read_resolved_event().map_err(|e| XmlError::Syntax {
-            position: 0,
+            position,
             reason: e.to_string(),
         })?;
         let ns = match &event {
@@ -188,6 +202,7 @@ pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
             }
             Event::Text(t) => {
                 let content = t.xml10_content();
+                allowed(&content)?;
                 match stack.last_mut() {
                     Some(open) => open.text.push_str(&content),
                     None if content.trim().is_empty() => {}
@@ -196,6 +211,7 @@ pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
             }
             Event::CData(c) => {
                 let content = c.xml10_content();
+                allowed(&content)?;
                 match stack.last_mut() {
                     Some(open) => open.text.push_str(&content),
                     None => return Err(XmlError::TextOutsideRoot),
@@ -211,6 +227,7 @@ pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
                             .to_string()
                     }
                 };
+                allowed(&resolved)?;
                 match stack.last_mut() {
                     Some(open) => open.text.push_str(&resolved),
                     None => return Err(XmlError::TextOutsideRoot),
@@ -330,7 +347,7 @@ mod tests {
 
     #[test]
     fn hostile_documents_are_refused_with_the_reason() {
-        let cases: [(&[u8], XmlError); 9] = [
+        let cases: [(&[u8], XmlError); 12] = [
             (
                 b"<!DOCTYPE x [<!ENTITY e \"boom\">]><x>&e;</x>",
                 XmlError::DocType,
@@ -349,6 +366,9 @@ mod tests {
             (b"<x><y/>text</x>", XmlError::MixedContent("x".into())),
             (b"<x/><y/>", XmlError::SeveralRoots),
             (b"  ", XmlError::NoRoot),
+            (b"<x>&#x1;</x>", XmlError::ForbiddenCharacter(1)),
+            (b"<x>\x02</x>", XmlError::ForbiddenCharacter(2)),
+            (b"<x a=\"&#xFFFF;\"/>", XmlError::ForbiddenCharacter(0xFFFF)),
         ];
         for (doc, expected) in cases {
             assert_eq!(
