@@ -215,9 +215,8 @@ impl<'a> Fields<'a> {
     }
 
     fn unsigned(&self, name: &str) -> OptResult<u64> {
-        self.typed(name, "xs:unsignedLong", |t| {
-            t.strip_prefix('+').unwrap_or(t).parse().ok()
-        })
+        // Rust's parser takes what xs:unsignedLong does: digits after an optional `+`.
+        self.typed(name, "xs:unsignedLong", |t| t.parse().ok())
     }
 
     fn required_unsigned(&self, name: &str) -> Result<u64, SoapError> {
@@ -227,10 +226,8 @@ impl<'a> Fields<'a> {
 
     fn short(&self, name: &str) -> Result<u16, SoapError> {
         self.required(name)?;
-        self.typed(name, "xs:unsignedShort", |t| {
-            t.strip_prefix('+').unwrap_or(t).parse().ok()
-        })
-        .map(Option::unwrap_or_default)
+        self.typed(name, "xs:unsignedShort", |t| t.parse().ok())
+            .map(Option::unwrap_or_default)
     }
 
     fn boolean(&self, name: &str) -> Result<bool, SoapError> {

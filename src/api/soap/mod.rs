@@ -237,9 +237,17 @@ async fn call(State(soap): State<Arc<Soap>>, headers: HeaderMap, body: Body) -> 
     if declared.is_some_and(|n| n > DRAIN_MAX) {
         return fault(version, &SoapError::TooLarge);
     }
-    let bytes = match read_body(body).await {
-        Ok(b) => b,
-        Err(e) => return fault(version, &e),
+    // A client trickling its body must not hold a connection and a buffer for ever.
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, read_body(body)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return fault(version, &e),
+        Err(_) => {
+            let late = SoapError::Invalid(format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ));
+            return fault(version, &late);
+        }
     };
     match handle(&soap, version, action, &headers, &bytes, received).await {
         Ok(reply) => ([(header::CONTENT_TYPE, version.content_type())], reply).into_response(),
@@ -250,6 +258,7 @@ async fn call(State(soap): State<Arc<Soap>>, headers: HeaderMap, body: Body) -> 
 /// An oversized body is still read (up to this much) before the fault goes out, so the client
 /// is not cut off mid-send and sees the fault rather than a reset connection.
 const DRAIN_MAX: usize = 4 * BODY_MAX;
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn read_body(body: Body) -> Result<Vec<u8>, SoapError> {
     use tokio_stream::StreamExt;
