@@ -154,25 +154,17 @@ fn callers_add_prints_a_token_once_and_stores_its_hash() {
     );
 }
 
+mod common;
+
 /// In-process nodes the binary talks to over loopback.
 mod nodes {
-    use std::net::{SocketAddr, TcpListener};
     use std::sync::Arc;
     use std::time::Duration;
 
     use linkreg::api::auth::{Authenticator, Callers};
     use linkreg::domain::{Caller, Organization, Role};
-    use linkreg::raft::NodeInfo;
     use linkreg::raft::network::Faults;
-    use linkreg::raft::node::Tuning;
-    use linkreg::server::{self, NodeConfig, Running};
-
-    fn free_addr() -> SocketAddr {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    }
+    use linkreg::server::{self, Running};
 
     fn caller(name: &str, role: Role) -> Caller {
         Caller {
@@ -191,30 +183,8 @@ mod nodes {
     /// own one-node cluster once this returns; without, it has no cluster and no leader.
     pub async fn start(id: u64, init: bool, write_timeout: Duration) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let (peer, client) = (free_addr(), free_addr());
-        let config = NodeConfig {
-            id,
-            data_dir: dir.path().to_path_buf(),
-            client_addr: client,
-            peer_addr: peer,
-            http_addr: free_addr(),
-            advertise: NodeInfo {
-                peer_addr: peer.to_string(),
-                client_addr: client.to_string(),
-                http_addr: String::new(),
-            },
-            init,
-            join: None,
-            tuning: Tuning {
-                heartbeat_ms: 50,
-                election_min_ms: 300,
-                election_max_ms: 600,
-                ..Tuning::default()
-            },
-            write_timeout,
-            client_tls: None,
-            peer_tls: None,
-        };
+        let config = super::common::config(id, dir.path(), init, None, write_timeout);
+        let client = config.client_addr;
         let callers = Callers::from_tokens(&[
             ("writer-token", caller("Writer org", Role::Writer)),
             ("keeper-token", caller("Keeper org", Role::Keeper)),
