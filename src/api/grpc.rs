@@ -59,7 +59,7 @@ impl LinkRegisterService {
         action: Action,
         client_id: Option<String>,
         request_id: Option<u64>,
-    ) -> Result<(Outcome, Option<Change>, u64), Status> {
+    ) -> Result<(Outcome, u64), Status> {
         let session = service::session(client_id, request_id).map_err(|e| service_status(&e))?;
         let WriteOutcome { verdict, log_index } = self
             .service
@@ -67,11 +67,7 @@ impl LinkRegisterService {
             .await
             .map_err(|e| service_status(&e))?;
         let decision = verdict.map_err(|e| domain_status(&e))?;
-        Ok((
-            decision.outcome,
-            decision.change,
-            log_index.unwrap_or_default(),
-        ))
+        Ok((decision.outcome, log_index.unwrap_or_default()))
     }
 }
 
@@ -279,6 +275,29 @@ fn unexpected(outcome: &Outcome) -> Status {
     )
 }
 
+fn link_response(outcome: Outcome, log_index: u64) -> Result<Response<pb::LinkResponse>, Status> {
+    match outcome {
+        Outcome::Link(l) => Ok(Response::new(pb::LinkResponse {
+            link: Some(link(&l)),
+            log_index,
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn key_type_response(
+    outcome: Outcome,
+    log_index: u64,
+) -> Result<Response<pb::KeyTypeResponse>, Status> {
+    match outcome {
+        Outcome::KeyType(k) => Ok(Response::new(pb::KeyTypeResponse {
+            key_type: Some(key_type(&k)),
+            log_index,
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// Narrows a u32 length from the wire to the domain's u16 (an out-of-range value is refused by
 /// the rules as such, not truncated into a valid one).
 fn length(value: u32) -> u16 {
@@ -366,13 +385,8 @@ impl LinkRegister for LinkRegisterService {
             valid_from: r.valid_from,
             valid_to: r.valid_to,
         });
-        match self.write(call, action, r.client_id, r.request_id).await? {
-            (Outcome::Link(l), _, log_index) => Ok(Response::new(pb::LinkResponse {
-                link: Some(link(&l)),
-                log_index,
-            })),
-            (other, _, _) => Err(unexpected(&other)),
-        }
+        let (outcome, log_index) = self.write(call, action, r.client_id, r.request_id).await?;
+        link_response(outcome, log_index)
     }
 
     async fn update_link_validity(
@@ -387,13 +401,8 @@ impl LinkRegister for LinkRegisterService {
             valid_to: r.valid_to,
             expected_version: r.expected_version,
         });
-        match self.write(call, action, r.client_id, r.request_id).await? {
-            (Outcome::Link(l), _, log_index) => Ok(Response::new(pb::LinkResponse {
-                link: Some(link(&l)),
-                log_index,
-            })),
-            (other, _, _) => Err(unexpected(&other)),
-        }
+        let (outcome, log_index) = self.write(call, action, r.client_id, r.request_id).await?;
+        link_response(outcome, log_index)
     }
 
     async fn delete_link(
@@ -407,11 +416,11 @@ impl LinkRegister for LinkRegisterService {
             reason: r.reason,
         });
         match self.write(call, action, r.client_id, r.request_id).await? {
-            (Outcome::LinkDeleted(id), _, log_index) => Ok(Response::new(pb::DeleteLinkResponse {
+            (Outcome::LinkDeleted(id), log_index) => Ok(Response::new(pb::DeleteLinkResponse {
                 id: id.0,
                 log_index,
             })),
-            (other, _, _) => Err(unexpected(&other)),
+            (other, _) => Err(unexpected(&other)),
         }
     }
 
@@ -461,13 +470,8 @@ impl LinkRegister for LinkRegisterService {
             label_de: r.label_de,
             label_en: r.label_en,
         });
-        match self.write(call, action, r.client_id, r.request_id).await? {
-            (Outcome::KeyType(k), _, log_index) => Ok(Response::new(pb::KeyTypeResponse {
-                key_type: Some(key_type(&k)),
-                log_index,
-            })),
-            (other, _, _) => Err(unexpected(&other)),
-        }
+        let (outcome, log_index) = self.write(call, action, r.client_id, r.request_id).await?;
+        key_type_response(outcome, log_index)
     }
 
     async fn set_key_type_active(
@@ -480,13 +484,8 @@ impl LinkRegister for LinkRegisterService {
             code: r.code,
             active: r.active,
         });
-        match self.write(call, action, r.client_id, r.request_id).await? {
-            (Outcome::KeyType(k), _, log_index) => Ok(Response::new(pb::KeyTypeResponse {
-                key_type: Some(key_type(&k)),
-                log_index,
-            })),
-            (other, _, _) => Err(unexpected(&other)),
-        }
+        let (outcome, log_index) = self.write(call, action, r.client_id, r.request_id).await?;
+        key_type_response(outcome, log_index)
     }
 
     async fn list_format_rules(
@@ -535,7 +534,6 @@ impl LinkRegister for LinkRegisterService {
                     key_type,
                     rule,
                 },
-                _,
                 log_index,
             ) => Ok(Response::new(pb::FormatRuleResponse {
                 country: country.to_string(),
@@ -543,7 +541,7 @@ impl LinkRegister for LinkRegisterService {
                 rule: rule.as_ref().map(format_rule),
                 log_index,
             })),
-            (other, _, _) => Err(unexpected(&other)),
+            (other, _) => Err(unexpected(&other)),
         }
     }
 }
