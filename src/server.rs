@@ -238,12 +238,24 @@ pub async fn start(
     if config.init && running.node.initialize_if_new().await? {
         tracing::info!(node = config.id, "initialized a new single-voter cluster");
     }
-    if let Some(target) = &config.join {
-        cluster::join(&running.node, target, Duration::from_secs(120)).await?;
-        tracing::info!(
-            node = config.id,
-            "member of the cluster reached through {target}"
-        );
+    if let Some(peers) = config.join.clone() {
+        if cluster::is_voter(&running.node).await {
+            // Already a voter: it must come up even when the listed peers are down (a whole
+            // cluster restarting at once), so the check that nothing changed runs aside.
+            let node = running.node.clone();
+            tokio::spawn(async move {
+                match cluster::join(&node, &peers, Duration::from_secs(600)).await {
+                    Ok(()) => tracing::info!(node = node.id, "still a voter (checked via {peers})"),
+                    Err(e) => tracing::warn!(node = node.id, "re-checking membership: {e}"),
+                }
+            });
+        } else {
+            cluster::join(&running.node, &peers, Duration::from_secs(120)).await?;
+            tracing::info!(
+                node = config.id,
+                "member of the cluster reached through {peers}"
+            );
+        }
     }
     Ok(running)
 }

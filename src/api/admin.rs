@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -19,7 +22,11 @@ use crate::domain::Role;
 use crate::proto::linkreg as pb;
 use crate::proto::linkreg::cluster_admin_server::ClusterAdmin;
 use crate::raft::NodeInfo;
+use crate::raft::backup::BackupError;
 use crate::raft::node::RaftNode;
+
+/// Pieces of a backup file per message: well under the client message limit.
+const BACKUP_CHUNK: usize = 1024 * 1024;
 
 pub const LEADER_METADATA: &str = "x-linkreg-leader";
 
@@ -82,7 +89,12 @@ fn to_status(e: impl Into<AdminError>) -> Status {
                 e.to_string(),
             ),
             ClusterError::Unavailable(_) => (Code::Unavailable, "UNAVAILABLE", e.to_string()),
-            ClusterError::StateMachine(_) => {
+            ClusterError::Backup(BackupError::Empty) => (
+                Code::FailedPrecondition,
+                "NOTHING_TO_BACK_UP",
+                e.to_string(),
+            ),
+            ClusterError::StateMachine(_) | ClusterError::Backup(_) => {
                 tracing::error!("cluster administration: {e}");
                 let message = "internal error; see the node's log".to_string();
                 (Code::Internal, "INTERNAL", message)
@@ -118,6 +130,8 @@ fn membership(status: cluster::Status) -> pb::MembershipResponse {
 
 #[tonic::async_trait]
 impl ClusterAdmin for AdminService {
+    type BackupStream = ReceiverStream<Result<pb::BackupChunk, Status>>;
+
     async fn status(
         &self,
         req: Request<pb::StatusRequest>,
@@ -211,5 +225,73 @@ impl ClusterAdmin for AdminService {
             sha256: d.sha256,
             rows: d.rows,
         }))
+    }
+
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        self.keeper(&req, "cluster_backup")?;
+        let file = cluster::backup(&self.node).await.map_err(to_status)?;
+        let info = &file.info;
+        let header = pb::BackupHeader {
+            node_id: self.node.id,
+            applied_index: info.last_log_id.index,
+            applied_term: info.last_log_id.leader_id.term,
+            sha256: info.digest.sha256.clone(),
+            rows: info.digest.rows,
+            bytes: info.bytes,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let chunk = |part| Ok(pb::BackupChunk { part: Some(part) });
+            if tx
+                .send(chunk(pb::backup_chunk::Part::Header(header)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // `file` lives until the stream ends, then removes the backup from the node's disk.
+            let mut input = match tokio::fs::File::open(&file.path).await {
+                Ok(input) => input,
+                Err(e) => {
+                    tracing::error!("opening backup {}: {e}", file.path.display());
+                    let _ = tx.send(Err(Status::internal("backup file vanished"))).await;
+                    return;
+                }
+            };
+            let mut sent = 0u64;
+            loop {
+                let mut buf = vec![0u8; BACKUP_CHUNK];
+                let n = match input.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!("reading backup {}: {e}", file.path.display());
+                        let _ = tx
+                            .send(Err(Status::internal("reading the backup failed")))
+                            .await;
+                        return;
+                    }
+                };
+                buf.truncate(n);
+                sent += n as u64;
+                if tx
+                    .send(chunk(pb::backup_chunk::Part::Data(buf)))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("backup stream abandoned by the client after {sent} bytes");
+                    return;
+                }
+            }
+            tracing::info!(
+                index = file.info.last_log_id.index,
+                bytes = sent,
+                "backup streamed"
+            );
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -1,5 +1,6 @@
 //! Command-line interface. `anyhow` lives here and in `main`, never in the library.
 
+mod backup;
 mod callers;
 mod client;
 mod cluster;
@@ -49,6 +50,10 @@ enum Command {
     Callers(callers::CallersCommand),
     /// Administer the cluster: status, membership, snapshots, digests.
     Cluster(cluster::ClusterArgs),
+    /// Copy a node's state at one point in time into a directory (keeper).
+    Backup(backup::BackupArgs),
+    /// Seed an empty data directory from a backup, as a new single-voter cluster.
+    Restore(backup::RestoreArgs),
     /// Work with SSINs (INSZ/NISS numbers).
     #[command(subcommand)]
     Ssin(ssin::SsinCommand),
@@ -64,6 +69,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Callers(command) => callers::run(command),
         Command::Cluster(args) => cluster::run(args),
+        Command::Backup(args) => backup::run_backup(args),
+        Command::Restore(args) => backup::run_restore(args),
         Command::Ssin(command) => ssin::run(command),
     }
 }

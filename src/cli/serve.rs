@@ -49,7 +49,8 @@ pub struct ServeArgs {
     /// Bootstrap a one-voter cluster here if this node has no state (a no-op otherwise).
     #[arg(long, env = "LINKREG_INIT")]
     init: bool,
-    /// Peer address of any member: become a voter of that cluster (a no-op when already one).
+    /// Peer addresses of members, comma-separated: become a voter of that cluster (a no-op when
+    /// already one; tried in turn until one answers).
     #[arg(long, env = "LINKREG_JOIN", value_name = "HOST:PORT")]
     join: Option<String>,
     /// Callers file (TOML, token hashes only; see `linkreg callers add`), re-read when it changes.
@@ -174,6 +175,12 @@ fn advertised(explicit: Option<String>, bind: SocketAddr, flag: &str) -> anyhow:
 }
 
 pub fn resolve(args: ServeArgs) -> anyhow::Result<(NodeConfig, CallerSource)> {
+    let (config, callers) = resolve_node(args)?;
+    Ok((config, callers?))
+}
+
+/// The node's settings, and separately its callers: `restore` needs the first only.
+pub fn resolve_node(args: ServeArgs) -> anyhow::Result<(NodeConfig, anyhow::Result<CallerSource>)> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
@@ -220,15 +227,15 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<(NodeConfig, CallerSource)> {
     let callers = match (args.callers.or(file.callers), dev) {
         // Either set of callers would silently drop the other: the dev tokens (and the warning
         // that they are public) or the real callers file. Say so instead of picking one.
-        (Some(_), true) => bail!(
+        (Some(_), true) => Err(anyhow::anyhow!(
             "--dev and --callers exclude each other: development mode accepts only the \
              well-known development tokens; drop --dev to use a callers file"
-        ),
-        (Some(path), false) => CallerSource::File(path),
-        (None, true) => CallerSource::Dev,
-        (None, false) => bail!(
+        )),
+        (Some(path), false) => Ok(CallerSource::File(path)),
+        (None, true) => Ok(CallerSource::Dev),
+        (None, false) => Err(anyhow::anyhow!(
             "--callers FILE is required (create one with `linkreg callers add`), or use --dev"
-        ),
+        )),
     };
     let default_dir = if dev && id == 1 {
         PathBuf::from("data")

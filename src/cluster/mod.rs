@@ -7,6 +7,7 @@ use std::time::Duration;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
+use crate::raft::backup::{self, BackupError, BackupFile};
 use crate::raft::network::{decode, encode, peer_client};
 use crate::raft::node::{ChangeGuard, RaftNode};
 use crate::raft::peer::JoinResult;
@@ -27,6 +28,8 @@ pub enum ClusterError {
     Unavailable(String),
     #[error("state machine: {0}")]
     StateMachine(#[from] crate::raft::StateMachineError),
+    #[error("backup: {0}")]
+    Backup(#[from] BackupError),
 }
 
 fn leader_hint(id: &Option<NodeId>, node: &Option<NodeInfo>) -> String {
@@ -217,15 +220,54 @@ pub async fn snapshot(node: &RaftNode) -> Result<Option<u64>, ClusterError> {
     Ok(m.snapshot.map(|s| s.index))
 }
 
+/// Writes a point-in-time backup of this node's state into its snapshot directory; the file is
+/// removed when the returned handle is dropped.
+pub async fn backup(node: &RaftNode) -> Result<BackupFile, ClusterError> {
+    let store = node.store.clone();
+    let dir = node.snapshot_dir.clone();
+    tokio::task::spawn_blocking(move || backup::create(&store, &dir))
+        .await
+        .map_err(|e| ClusterError::Unavailable(format!("backup task: {e}")))?
+        .map_err(ClusterError::from)
+}
+
 pub fn digest(node: &RaftNode) -> Result<Digest, ClusterError> {
     Ok(state_machine::digest(&node.store)?)
 }
 
-/// Asks the cluster reachable at `peer_addr` to make this node a voter, following redirects to
-/// the leader. A no-op for a node that already is one.
-pub async fn join(node: &RaftNode, peer_addr: &str, timeout: Duration) -> Result<(), ClusterError> {
+/// Whether this node's own membership lists it as a voter: it has been one, and unless it was
+/// removed while it was down, still is. Asked of raft's core, so it reflects the log and state
+/// machine that raft loaded at start-up.
+pub async fn is_voter(node: &RaftNode) -> bool {
+    let id = node.id;
+    node.raft
+        .with_raft_state(move |state| {
+            state
+                .membership_state
+                .effective()
+                .membership()
+                .voter_ids()
+                .any(|v| v == id)
+        })
+        .await
+        .unwrap_or(false)
+}
+
+/// Asks the cluster to make this node a voter, through any of `peers` (comma-separated peer
+/// addresses of members, tried in turn), following redirects to the leader. A no-op for a node
+/// that already is one.
+pub async fn join(node: &RaftNode, peers: &str, timeout: Duration) -> Result<(), ClusterError> {
+    let peers: Vec<&str> = peers
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if peers.is_empty() {
+        return Err(ClusterError::Refused("--join names no peer address".into()));
+    }
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut target = peer_addr.to_string();
+    let mut next = 0;
+    let mut target = peers[0].to_string();
     loop {
         let attempt = async {
             let mut client =
@@ -237,11 +279,15 @@ pub async fn join(node: &RaftNode, peer_addr: &str, timeout: Duration) -> Result
             decode::<JoinResult>(reply.get_ref()).map_err(|e| e.to_string())
         }
         .await;
+        // Unless the answer names the leader, the next attempt goes to the next listed peer.
+        next = (next + 1) % peers.len();
+        let mut redirected = false;
         match attempt {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 if let Some(leader) = f.leader_node {
                     target = leader.peer_addr;
+                    redirected = true;
                 }
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
@@ -252,8 +298,12 @@ pub async fn join(node: &RaftNode, peer_addr: &str, timeout: Duration) -> Result
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ClusterError::Unavailable(format!(
-                "could not join through {peer_addr} within {timeout:?}"
+                "could not join through {} within {timeout:?}",
+                peers.join(", ")
             )));
+        }
+        if !redirected {
+            target = peers[next].to_string();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

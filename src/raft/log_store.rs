@@ -40,6 +40,15 @@ impl LogStore {
     }
 }
 
+/// Raft's own state for a node seeded from a backup (`raft::backup::restore`): its log starts
+/// after `last` (purged up to it, committed up to it), and it has voted for itself in `last`'s
+/// term, so its first election opens a newer term than any entry it holds. Synced.
+pub fn seed_restored(store: &Store, node: NodeId, last: LogId) -> Result<(), StoreError> {
+    store.set_raft_meta(LAST_PURGED, &last)?;
+    store.set_raft_meta(COMMITTED, &Some(last))?;
+    store.set_raft_meta(VOTE, &Vote::new(last.leader_id.term, node))
+}
+
 /// Runs a blocking (fsyncing) store call off the async workers.
 async fn blocking<T, F>(f: F) -> Result<T, StoreError>
 where

@@ -10,6 +10,7 @@
 //!
 //! Business rules live in `domain`; this layer only orders, persists and replays commands.
 
+pub mod backup;
 pub mod log_store;
 pub mod network;
 pub mod node;

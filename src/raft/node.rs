@@ -1,7 +1,7 @@
 //! One member: its store, log store, state machine, network, and the openraft instance over them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::{Config, Raft, SnapshotPolicy};
@@ -92,6 +92,18 @@ pub struct RaftNode {
     /// How this node dials the other members.
     pub transport: PeerTransport,
     pub membership_change: ChangeLock,
+    /// Where snapshot (and backup) files live.
+    pub snapshot_dir: PathBuf,
+}
+
+/// The node's RocksDB instance inside its data directory.
+pub fn db_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// Snapshot files inside the data directory.
+pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshots")
 }
 
 impl RaftNode {
@@ -123,12 +135,12 @@ impl RaftNode {
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
         debug_assert!(config.snapshot_max_chunk_size as usize <= MAX_MESSAGE);
-        let dir = data_dir.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir.join("db")))
+        let dir = db_dir(data_dir);
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))??;
         let store = Arc::new(store);
-        let sm = StateMachine::open(store.clone(), &data_dir.join("snapshots"))?;
+        let sm = StateMachine::open(store.clone(), &snapshot_dir(data_dir))?;
         let network = Network {
             from: id,
             faults: faults.clone(),
@@ -148,6 +160,7 @@ impl RaftNode {
             committed,
             transport,
             membership_change: ChangeLock::default(),
+            snapshot_dir: snapshot_dir(data_dir),
         })
     }
 

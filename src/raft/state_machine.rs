@@ -31,8 +31,10 @@ const LAST_SESSION_SWEEP: &[u8] = b"last_session_sweep";
 /// finds it on start-up finishes the load before doing anything else.
 const INSTALLING: &[u8] = b"installing_snapshot";
 
-const CURRENT: &str = "current.snap";
+pub(crate) const CURRENT: &str = "current.snap";
 const INSTALLING_FILE: &str = "installing.snap";
+/// Backup files are written beside snapshots, streamed to the client, then removed.
+pub(crate) const BACKUP_FILE_PREFIX: &str = "backup-";
 
 /// A client silent for this long (in log time) loses its session: a retry after a day is a new
 /// request. Bounded table, deterministic on every node.
@@ -82,6 +84,14 @@ impl StateMachine {
             store,
             snapshot_dir: snapshot_dir.to_path_buf(),
         };
+        // A backup being written when the process died will never be streamed.
+        for entry in fs::read_dir(snapshot_dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(BACKUP_FILE_PREFIX) && name.ends_with(".tmp") {
+                fs::remove_file(&path)?;
+            }
+        }
         let interrupted: Option<bool> = sm.store.raft_meta(INSTALLING)?;
         if interrupted.is_some() {
             tracing::warn!("finishing a snapshot installation interrupted by a restart");
@@ -256,11 +266,11 @@ pub enum StateMachineError {
     },
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn unique_suffix() -> u128 {
+pub(crate) fn unique_suffix() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -290,40 +300,46 @@ impl SnapshotBuilder {
         let tmp = self
             .snapshot_dir
             .join(format!("build-{}.tmp", unique_suffix()));
-        let mut writer = SnapshotWriter::new(File::create(&tmp)?)?;
-        let mut last_applied: Option<LogId> = None;
-        let mut membership = StoredMembership::default();
-        let sm_meta_index = cf::STATE_MACHINE
-            .iter()
-            .position(|name| *name == cf::SM_META)
-            .unwrap_or(0) as u8;
-        let exported = self.store.export_state(|cf, key, value| {
-            if cf == sm_meta_index {
-                let decode_err = |e: codec::CodecError| SnapshotFileError::Malformed(e.to_string());
-                if key == LAST_APPLIED {
-                    last_applied = Some(codec::decode(value).map_err(decode_err)?);
-                } else if key == MEMBERSHIP {
-                    membership = codec::decode(value).map_err(decode_err)?;
-                }
-            }
-            writer.row(cf, key, value)
-        })?;
-        exported?;
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id: match last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, unique_suffix()),
-                None => format!("empty-{}", unique_suffix()),
-            },
-        };
-        writer.finish(&meta)?;
+        let (meta, _) = write_state_file(&self.store, &tmp, "")?;
         // Make every apply the snapshot covers durable before openraft may purge its log.
         self.store.sync()?;
         fs::rename(&tmp, self.snapshot_dir.join(CURRENT))?;
         sync_dir(&self.snapshot_dir)?;
         Ok(meta)
     }
+}
+
+/// Writes every state-machine row of one RocksDB point-in-time view into a snapshot file at
+/// `path` (fsynced), hashing the same rows on the way: the file and the digest describe the
+/// same instant. `id_prefix` starts the snapshot id (empty for ordinary snapshots).
+pub(crate) fn write_state_file(
+    store: &Store,
+    path: &Path,
+    id_prefix: &str,
+) -> Result<(SnapshotMeta, Digest), StateMachineError> {
+    let mut writer = SnapshotWriter::new(File::create(path)?)?;
+    let mut reader = StateReader::default();
+    let exported = store.export_state(|cf, key, value| {
+        reader.row(cf, key, value)?;
+        writer.row(cf, key, value)
+    })?;
+    exported?;
+    let (digest, membership) = reader.finish();
+    let meta = SnapshotMeta {
+        last_log_id: digest.applied,
+        last_membership: membership,
+        snapshot_id: match digest.applied {
+            Some(id) => format!(
+                "{id_prefix}{}-{}-{}",
+                id.leader_id.term,
+                id.index,
+                unique_suffix()
+            ),
+            None => format!("{id_prefix}empty-{}", unique_suffix()),
+        },
+    };
+    writer.finish(&meta)?;
+    Ok((meta, digest))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -464,8 +480,12 @@ impl StateMachine {
 #[path = "state_machine_tests.rs"]
 mod tests;
 
-/// A hash of every state-machine row at one applied index: equal on two nodes at the same index
+/// A hash of the replicated register at one applied index: equal on two nodes at the same index
 /// means identical replicas.
+///
+/// Every state-machine row is hashed except raft's own bookkeeping, `last_applied` and the
+/// membership: the applied index is reported beside the hash, and membership is raft's to keep
+/// consistent (and differs, by design, in a cluster restored from a backup of another one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digest {
     pub applied: Option<LogId>,
@@ -473,32 +493,81 @@ pub struct Digest {
     pub rows: u64,
 }
 
-pub fn digest(store: &Store) -> Result<Digest, StateMachineError> {
-    use sha2::{Digest as _, Sha256};
-    let mut hasher = Sha256::new();
-    let mut rows = 0u64;
-    let mut applied: Option<LogId> = None;
-    let sm_meta = cf::STATE_MACHINE
+/// Index of `sm_meta` in `cf::STATE_MACHINE`, as export and snapshot files number them.
+pub(crate) fn sm_meta_index() -> u8 {
+    cf::STATE_MACHINE
         .iter()
         .position(|name| *name == cf::SM_META)
-        .unwrap_or(0) as u8;
-    store
-        .export_state(|cf, key, value| {
-            if cf == sm_meta && key == LAST_APPLIED {
-                applied = codec::decode(value).ok();
+        .unwrap_or(0) as u8
+}
+
+/// Whether a state-machine row is raft bookkeeping rather than register state.
+pub(crate) fn is_membership_row(cf: u8, key: &[u8]) -> bool {
+    cf == sm_meta_index() && key == MEMBERSHIP
+}
+
+/// Reads state-machine rows as they stream past (export, snapshot file): picks out the applied
+/// log id and membership, and hashes the register rows into a `Digest`.
+pub(crate) struct StateReader {
+    hasher: sha2::Sha256,
+    rows: u64,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl Default for StateReader {
+    fn default() -> Self {
+        use sha2::Digest as _;
+        StateReader {
+            hasher: sha2::Sha256::new(),
+            rows: 0,
+            applied: None,
+            membership: StoredMembership::default(),
+        }
+    }
+}
+
+impl StateReader {
+    pub(crate) fn row(
+        &mut self,
+        cf: u8,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), SnapshotFileError> {
+        use sha2::Digest as _;
+        if cf == sm_meta_index() {
+            let malformed = |e: codec::CodecError| SnapshotFileError::Malformed(e.to_string());
+            if key == LAST_APPLIED {
+                self.applied = Some(codec::decode(value).map_err(malformed)?);
+                return Ok(());
             }
-            hasher.update([cf]);
-            hasher.update((key.len() as u64).to_be_bytes());
-            hasher.update(key);
-            hasher.update((value.len() as u64).to_be_bytes());
-            hasher.update(value);
-            rows += 1;
-            Ok::<(), std::convert::Infallible>(())
-        })?
-        .unwrap_or(());
-    Ok(Digest {
-        applied,
-        sha256: hex::encode(hasher.finalize()),
-        rows,
-    })
+            if key == MEMBERSHIP {
+                self.membership = codec::decode(value).map_err(malformed)?;
+                return Ok(());
+            }
+        }
+        self.hasher.update([cf]);
+        self.hasher.update((key.len() as u64).to_be_bytes());
+        self.hasher.update(key);
+        self.hasher.update((value.len() as u64).to_be_bytes());
+        self.hasher.update(value);
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> (Digest, StoredMembership) {
+        use sha2::Digest as _;
+        let digest = Digest {
+            applied: self.applied,
+            sha256: hex::encode(self.hasher.finalize()),
+            rows: self.rows,
+        };
+        (digest, self.membership)
+    }
+}
+
+pub fn digest(store: &Store) -> Result<Digest, StateMachineError> {
+    let mut reader = StateReader::default();
+    store.export_state(|cf, key, value| reader.row(cf, key, value))??;
+    Ok(reader.finish().0)
 }
