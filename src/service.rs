@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::domain::query::{self, ForeignKeyQuery, SsinQuery};
-use crate::domain::rules::decide;
+use crate::domain::rules::{decide, precheck};
 use crate::domain::{
     Action, Caller, Command, Country, DomainError, Field, FormatRule, KeyType, KeyTypeCode, Link,
     LinkId, RegisterView, RequestContext, Timestamp, Verdict,
@@ -207,7 +207,13 @@ impl Service {
         };
         // Input that is wrong whatever the register holds would be refused alike by every
         // replica: refuse it here, so it never takes a log entry.
-        if let Err(e) = decide(&*self.node.store, &command)?
+        // An import is not decided twice: its rows are refused one by one when applied, and
+        // only what needs no state (role, size) is checked here.
+        let early = match &command.action {
+            Action::ImportLinks(_) => precheck(&command).err(),
+            _ => decide(&*self.node.store, &command)?.err(),
+        };
+        if let Some(e) = early
             && e.is_input_error()
         {
             return Ok(WriteOutcome {
@@ -379,15 +385,25 @@ impl Service {
         decode::<ReadIndexResult>(reply.get_ref()).ok()?.ok()
     }
 
+    /// Every link this node holds, in id order, from one point-in-time view: blocking, for a
+    /// blocking task. `visit` returns false to stop.
+    pub fn export_links(&self, visit: impl FnMut(Link) -> bool) -> Result<(), ServiceError> {
+        if !self.is_member() {
+            return Err(ServiceError::NotInCluster);
+        }
+        Ok(self.node.store.for_each_link(visit)?)
+    }
+
+    fn is_member(&self) -> bool {
+        let metrics = self.node.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().nodes().next().is_some()
+    }
+
     async fn read_meta(&self, options: ReadOptions) -> Result<ReadMeta, ServiceError> {
         // A node never initialized nor joined holds no register: an empty answer from it would
         // read as "no such link", which it cannot know.
-        let member = {
-            let metrics = self.node.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config.membership().nodes().next().is_some()
-        };
-        if !member {
+        if !self.is_member() {
             return Err(ServiceError::NotInCluster);
         }
         if options.consistency == Consistency::Linearizable {

@@ -5,17 +5,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::auth::Authenticator;
 use crate::domain::command::{
-    AddKeyType, CreateLink, DeleteLink, FormatRuleInput, SetFormatRule, SetKeyTypeActive,
-    UpdateLinkValidity,
+    AddKeyType, CreateLink, DeleteLink, FormatRuleInput, ImportLinks, SetFormatRule,
+    SetKeyTypeActive, UpdateLinkValidity,
 };
 use crate::domain::foreign_key::FormatRule;
 use crate::domain::query::{ForeignKeyQuery, SsinQuery};
-use crate::domain::{Action, Caller, Change, DomainError, KeyType, Link, Outcome};
+use crate::domain::{
+    Action, Caller, Change, DomainError, KeyType, Link, Outcome, Role, RowOutcome,
+};
 use crate::proto::linkreg as pb;
 use crate::proto::linkreg::link_register_server::LinkRegister;
 use crate::raft::AuditEvent;
@@ -24,6 +28,28 @@ use crate::service::{
 };
 
 pub const ERROR_DOMAIN: &str = "linkreg";
+
+/// Links per export message: about 300 KiB, well under the message limit.
+const EXPORT_CHUNK: usize = 1000;
+
+fn import_row(outcome: &RowOutcome) -> pb::ImportRowResult {
+    use pb::ImportRowStatus as S;
+    let (status, link_id, error) = match outcome {
+        RowOutcome::Created(id) => (S::ImportRowCreated, id.0, None),
+        RowOutcome::AlreadyPresent(id) => (S::ImportRowAlreadyPresent, id.0, None),
+        RowOutcome::Rejected(e) => (S::ImportRowRejected, 0, Some(e)),
+    };
+    pb::ImportRowResult {
+        status: status as i32,
+        link_id,
+        code: error.map(|e| e.code().to_string()).unwrap_or_default(),
+        field: error
+            .and_then(|e| e.field())
+            .map(|f| f.as_str().to_string())
+            .unwrap_or_default(),
+        message: error.map(|e| e.to_string()).unwrap_or_default(),
+    }
+}
 
 pub struct LinkRegisterService {
     service: Arc<Service>,
@@ -123,7 +149,8 @@ pub fn domain_status(e: &DomainError) -> Status {
         | D::InvalidDate { .. }
         | D::InvalidPeriod { .. }
         | D::InvalidText { .. }
-        | D::InvalidCbeNumber { .. } => Code::InvalidArgument,
+        | D::InvalidCbeNumber { .. }
+        | D::TooManyRows { .. } => Code::InvalidArgument,
         D::LinkExists { .. } | D::KeyTypeExists { .. } => Code::AlreadyExists,
         D::LinkConflict { .. } | D::VersionMismatch { .. } | D::KeyTypeInactive { .. } => {
             Code::FailedPrecondition
@@ -543,5 +570,66 @@ impl LinkRegister for LinkRegisterService {
             })),
             (other, _) => Err(unexpected(&other)),
         }
+    }
+
+    async fn import_links(
+        &self,
+        request: Request<pb::ImportLinksRequest>,
+    ) -> Result<Response<pb::ImportLinksResponse>, Status> {
+        let call = self.call(&request)?;
+        let r = request.into_inner();
+        let rows = r
+            .rows
+            .into_iter()
+            .map(|row| CreateLink {
+                ssin: row.ssin,
+                country: row.country,
+                key_type: row.key_type,
+                value: row.value,
+                valid_from: row.valid_from,
+                valid_to: row.valid_to,
+            })
+            .collect();
+        let action = Action::ImportLinks(ImportLinks { rows });
+        match self.write(call, action, r.client_id, r.request_id).await? {
+            (Outcome::Imported(outcomes), log_index) => {
+                Ok(Response::new(pb::ImportLinksResponse {
+                    rows: outcomes.iter().map(import_row).collect(),
+                    log_index,
+                }))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    type ExportLinksStream = ReceiverStream<Result<pb::ExportLinksResponse, Status>>;
+
+    async fn export_links(
+        &self,
+        request: Request<pb::ExportLinksRequest>,
+    ) -> Result<Response<Self::ExportLinksStream>, Status> {
+        authorized(&self.auth, &request, Role::Keeper, "export_links")?;
+        let (tx, rx) = mpsc::channel(4);
+        let service = self.service.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(EXPORT_CHUNK);
+            let result = service.export_links(|l| {
+                chunk.push(link(&l));
+                if chunk.len() < EXPORT_CHUNK {
+                    return true;
+                }
+                let links = std::mem::replace(&mut chunk, Vec::with_capacity(EXPORT_CHUNK));
+                // A client that went away stops the scan.
+                tx.blocking_send(Ok(pb::ExportLinksResponse { links }))
+                    .is_ok()
+            });
+            let last = match result {
+                Ok(()) if chunk.is_empty() => return,
+                Ok(()) => Ok(pb::ExportLinksResponse { links: chunk }),
+                Err(e) => Err(service_status(&e)),
+            };
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -52,6 +52,19 @@ pub enum Action {
     AddKeyType(AddKeyType),
     SetKeyTypeActive(SetKeyTypeActive),
     SetFormatRule(SetFormatRule),
+    ImportLinks(ImportLinks),
+}
+
+/// Rows of a bulk load in one command (one raft entry), so the log and the apply loop handle
+/// thousands of links per entry instead of one.
+pub const IMPORT_ROWS_MAX: usize = 5_000;
+
+/// Many links at once. Each row is decided on its own, in order, as a `CreateLink` that sees the
+/// rows before it: a refused row does not sink the others, and a row whose link already exists
+/// is reported as present rather than refused, so loading the same rows again adds nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportLinks {
+    pub rows: Vec<CreateLink>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +127,9 @@ pub struct FormatRuleInput {
 impl Action {
     pub fn required_role(&self) -> Role {
         match self {
-            Action::CreateLink(_) | Action::UpdateLinkValidity(_) => Role::Writer,
+            Action::CreateLink(_) | Action::UpdateLinkValidity(_) | Action::ImportLinks(_) => {
+                Role::Writer
+            }
             Action::DeleteLink(_)
             | Action::AddKeyType(_)
             | Action::SetKeyTypeActive(_)
@@ -131,6 +146,7 @@ impl Action {
             Action::AddKeyType(_) => "add_key_type",
             Action::SetKeyTypeActive(_) => "set_key_type_active",
             Action::SetFormatRule(_) => "set_format_rule",
+            Action::ImportLinks(_) => "import_links",
         }
     }
 }

@@ -35,6 +35,7 @@ pub enum Field {
     CbeNumber,
     Ticket,
     LegalContext,
+    Rows,
 }
 
 impl Field {
@@ -61,6 +62,7 @@ impl Field {
             Field::Organization => "organization",
             Field::CbeNumber => "cbe_number",
             Field::Ticket => "ticket",
+            Field::Rows => "rows",
             Field::LegalContext => "legal_context",
         }
     }
@@ -206,6 +208,12 @@ pub enum DomainError {
         expected: u64,
         actual: u64,
     },
+    #[error("{field}: {found} rows in one batch; at most {max}")]
+    TooManyRows {
+        field: Field,
+        max: usize,
+        found: usize,
+    },
     #[error("role {role} may not {action}; it needs role {required}")]
     PermissionDenied {
         role: Role,
@@ -235,6 +243,7 @@ impl DomainError {
             DomainError::LinkNotFound { .. } => "LINK_NOT_FOUND",
             DomainError::VersionMismatch { .. } => "VERSION_MISMATCH",
             DomainError::PermissionDenied { .. } => "PERMISSION_DENIED",
+            DomainError::TooManyRows { .. } => "TOO_MANY_ROWS",
         }
     }
 
@@ -254,7 +263,8 @@ impl DomainError {
             | DomainError::InvalidText { field, .. }
             | DomainError::InvalidCbeNumber { field, .. }
             | DomainError::LinkNotFound { field, .. }
-            | DomainError::VersionMismatch { field, .. } => Some(*field),
+            | DomainError::VersionMismatch { field, .. }
+            | DomainError::TooManyRows { field, .. } => Some(*field),
             DomainError::LinkExists { .. }
             | DomainError::LinkConflict { .. }
             | DomainError::PermissionDenied { .. } => None,
@@ -275,6 +285,7 @@ impl DomainError {
             | DomainError::InvalidPeriod { .. }
             | DomainError::InvalidText { .. }
             | DomainError::InvalidCbeNumber { .. }
+            | DomainError::TooManyRows { .. }
             | DomainError::PermissionDenied { .. } => true,
             DomainError::InvalidForeignKey { rule, .. } => matches!(
                 rule,

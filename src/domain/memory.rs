@@ -57,9 +57,11 @@ impl MemoryRegister {
 
     pub fn apply(&mut self, change: &Change) {
         match change {
-            Change::LinkCreated { link } => {
-                self.next_link_id = LinkId(self.next_link_id.0.max(link.id.0 + 1));
-                self.links.insert(link.id, link.clone());
+            Change::LinkCreated { link } => self.insert_created(link),
+            Change::LinksImported { links } => {
+                for link in links {
+                    self.insert_created(link);
+                }
             }
             Change::LinkValidityChanged { after, .. } => {
                 self.links.insert(after.id, after.clone());
@@ -87,6 +89,11 @@ impl MemoryRegister {
                 };
             }
         }
+    }
+
+    fn insert_created(&mut self, link: &Link) {
+        self.next_link_id = LinkId(self.next_link_id.0.max(link.id.0 + 1));
+        self.links.insert(link.id, link.clone());
     }
 
     pub fn links(&self) -> impl Iterator<Item = &Link> {

@@ -9,8 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::{
-    Action, AddKeyType, Command, CreateLink, DeleteLink, SetFormatRule, SetKeyTypeActive,
-    UpdateLinkValidity,
+    Action, AddKeyType, Command, CreateLink, DeleteLink, IMPORT_ROWS_MAX, ImportLinks,
+    SetFormatRule, SetKeyTypeActive, UpdateLinkValidity,
 };
 use super::country::Country;
 use super::error::{DomainError, Field, TextRule};
@@ -52,6 +52,19 @@ pub enum Change {
         before: Option<FormatRule>,
         after: Option<FormatRule>,
     },
+    /// The rows of an import that created a link, in row order (ids consecutive).
+    LinksImported {
+        links: Vec<Link>,
+    },
+}
+
+/// What became of one row of an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowOutcome {
+    Created(LinkId),
+    /// The same link (same SSIN, foreign key, overlapping period) was already there.
+    AlreadyPresent(LinkId),
+    Rejected(DomainError),
 }
 
 /// What the caller gets back: the entity as it stands after the command.
@@ -65,6 +78,8 @@ pub enum Outcome {
         key_type: KeyTypeCode,
         rule: Option<FormatRule>,
     },
+    /// One per row of an import, in row order.
+    Imported(Vec<RowOutcome>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +123,9 @@ pub(super) fn finish<T, E>(r: Result<T, Fail<E>>) -> Result<Result<T, DomainErro
     }
 }
 
-fn decide_inner<V: RegisterView>(view: &V, command: &Command) -> Result<Decision, Fail<V::Error>> {
+/// The checks of a command that need no state: the caller's role, the size of an import. What
+/// `decide` refuses first; a front end may run it alone where deciding twice would cost.
+pub fn precheck(command: &Command) -> Result<(), DomainError> {
     let required = command.action.required_role();
     let role = command.caller.role;
     if !role.allows(required) {
@@ -116,9 +133,22 @@ fn decide_inner<V: RegisterView>(view: &V, command: &Command) -> Result<Decision
             role,
             required,
             action: command.action.name().to_string(),
-        }
-        .into());
+        });
     }
+    if let Action::ImportLinks(import) = &command.action
+        && import.rows.len() > IMPORT_ROWS_MAX
+    {
+        return Err(DomainError::TooManyRows {
+            field: Field::Rows,
+            max: IMPORT_ROWS_MAX,
+            found: import.rows.len(),
+        });
+    }
+    Ok(())
+}
+
+fn decide_inner<V: RegisterView>(view: &V, command: &Command) -> Result<Decision, Fail<V::Error>> {
+    precheck(command)?;
     match &command.action {
         Action::CreateLink(c) => create_link(view, command, c),
         Action::UpdateLinkValidity(c) => update_validity(view, command, c),
@@ -126,6 +156,111 @@ fn decide_inner<V: RegisterView>(view: &V, command: &Command) -> Result<Decision
         Action::AddKeyType(c) => add_key_type(view, c),
         Action::SetKeyTypeActive(c) => set_key_type_active(view, c),
         Action::SetFormatRule(c) => set_format_rule(view, c),
+        Action::ImportLinks(c) => import_links(view, command, c),
+    }
+}
+
+fn import_links<V: RegisterView>(
+    view: &V,
+    command: &Command,
+    c: &ImportLinks,
+) -> Result<Decision, Fail<V::Error>> {
+    let mut pending = Pending {
+        base: view,
+        created: Vec::new(),
+    };
+    let mut outcomes = Vec::with_capacity(c.rows.len());
+    for row in &c.rows {
+        let outcome = match new_link(&pending, command, row) {
+            Ok(link) => {
+                let id = link.id;
+                pending.created.push(link);
+                RowOutcome::Created(id)
+            }
+            Err(Fail::Rule(DomainError::LinkExists { existing })) => {
+                RowOutcome::AlreadyPresent(existing)
+            }
+            Err(Fail::Rule(e)) => RowOutcome::Rejected(e),
+            Err(Fail::View(e)) => return Err(Fail::View(e)),
+        };
+        outcomes.push(outcome);
+    }
+    Ok(Decision {
+        change: (!pending.created.is_empty()).then(|| Change::LinksImported {
+            links: pending.created,
+        }),
+        outcome: Outcome::Imported(outcomes),
+    })
+}
+
+/// The register as the next row of an import sees it: the stored state plus the links the
+/// earlier rows created.
+struct Pending<'a, V> {
+    base: &'a V,
+    created: Vec<Link>,
+}
+
+impl<V: RegisterView> RegisterView for Pending<'_, V> {
+    type Error = V::Error;
+
+    fn link(&self, id: LinkId) -> Result<Option<Link>, Self::Error> {
+        match self.created.iter().find(|l| l.id == id) {
+            Some(link) => Ok(Some(link.clone())),
+            None => self.base.link(id),
+        }
+    }
+
+    fn links_by_ssin(&self, ssin: &Ssin) -> Result<Vec<Link>, Self::Error> {
+        let mut links = self.base.links_by_ssin(ssin)?;
+        links.extend(self.created.iter().filter(|l| l.ssin == *ssin).cloned());
+        Ok(links)
+    }
+
+    fn links_by_foreign_key(
+        &self,
+        country: Country,
+        key_type: &KeyTypeCode,
+        normalized_value: &str,
+    ) -> Result<Vec<Link>, Self::Error> {
+        let mut links = self
+            .base
+            .links_by_foreign_key(country, key_type, normalized_value)?;
+        links.extend(
+            self.created
+                .iter()
+                .filter(|l| {
+                    l.foreign_key.country == country
+                        && l.foreign_key.key_type == *key_type
+                        && l.foreign_key.value.normalized() == normalized_value
+                })
+                .cloned(),
+        );
+        Ok(links)
+    }
+
+    fn key_type(&self, code: &KeyTypeCode) -> Result<Option<KeyType>, Self::Error> {
+        self.base.key_type(code)
+    }
+
+    fn key_types(&self) -> Result<Vec<KeyType>, Self::Error> {
+        self.base.key_types()
+    }
+
+    fn format_rule(
+        &self,
+        country: Country,
+        key_type: &KeyTypeCode,
+    ) -> Result<Option<FormatRule>, Self::Error> {
+        self.base.format_rule(country, key_type)
+    }
+
+    fn format_rules(&self) -> Result<Vec<(Country, KeyTypeCode, FormatRule)>, Self::Error> {
+        self.base.format_rules()
+    }
+
+    fn next_link_id(&self) -> Result<LinkId, Self::Error> {
+        let base = self.base.next_link_id()?;
+        Ok(LinkId(base.0 + self.created.len() as u64))
     }
 }
 
@@ -156,6 +291,19 @@ fn create_link<V: RegisterView>(
     command: &Command,
     c: &CreateLink,
 ) -> Result<Decision, Fail<V::Error>> {
+    let link = new_link(view, command, c)?;
+    Ok(Decision {
+        change: Some(Change::LinkCreated { link: link.clone() }),
+        outcome: Outcome::Link(link),
+    })
+}
+
+/// The link `c` asks for, once every rule has passed.
+fn new_link<V: RegisterView>(
+    view: &V,
+    command: &Command,
+    c: &CreateLink,
+) -> Result<Link, Fail<V::Error>> {
     let ssin = Ssin::parse(&c.ssin, command.at.belgian_date_bound()).map_err(|rule| {
         DomainError::InvalidSsin {
             field: Field::Ssin,
@@ -182,7 +330,7 @@ fn create_link<V: RegisterView>(
         value,
     };
     check_overlaps(view, &ssin, &foreign_key, &validity, None)?;
-    let link = Link {
+    Ok(Link {
         id: read(view.next_link_id())?,
         ssin,
         foreign_key,
@@ -191,10 +339,6 @@ fn create_link<V: RegisterView>(
         created_at: command.at,
         updated_at: command.at,
         version: 1,
-    };
-    Ok(Decision {
-        change: Some(Change::LinkCreated { link: link.clone() }),
-        outcome: Outcome::Link(link),
     })
 }
 

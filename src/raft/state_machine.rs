@@ -21,7 +21,9 @@ use super::{
     AuditEvent, ClientRequest, Entry, LogId, Request, Response, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
-use crate::domain::{Action, Change, Timestamp, Verdict, decide};
+use crate::domain::{
+    Action, Change, Command, Decision, Outcome, RowOutcome, Timestamp, Verdict, decide,
+};
 use crate::store::{Store, StoreError, cf, codec, keys};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
@@ -161,16 +163,9 @@ impl StateMachine {
             && let Some(change) = &decision.change
         {
             self.store.stage(batch, change)?;
-            let key = match change.link_id() {
-                Some(id) => keys::audit_link(id, log_id.index),
-                None => keys::audit_catalogue(log_id.index),
-            };
-            let event = AuditEvent {
-                log_index: log_id.index,
-                command: request.command.clone(),
-                change: change.clone(),
-            };
-            self.store.stage_audit(batch, &key, &event)?;
+            for (key, event) in audit_events(log_id.index, &request.command, change, decision) {
+                self.store.stage_audit(batch, &key, &event)?;
+            }
         }
         if let Some(session) = &request.session {
             let record = SessionRecord {
@@ -277,14 +272,65 @@ pub(crate) fn unique_suffix() -> u128 {
         .unwrap_or(0)
 }
 
-impl Change {
-    fn link_id(&self) -> Option<crate::domain::LinkId> {
-        match self {
-            Change::LinkCreated { link } | Change::LinkDeleted { link, .. } => Some(link.id),
-            Change::LinkValidityChanged { after, .. } => Some(after.id),
-            Change::KeyTypeAdded { .. }
-            | Change::KeyTypeActiveChanged { .. }
-            | Change::FormatRuleSet { .. } => None,
+/// The audit events of one applied change, with their keys. An import is recorded as one
+/// `LinkCreated` event per created link, each with its own row as the command, so a link's
+/// history reads the same however it was created (and an event never repeats the whole batch).
+fn audit_events(
+    log_index: u64,
+    command: &Command,
+    change: &Change,
+    decision: &Decision,
+) -> Vec<(Vec<u8>, AuditEvent)> {
+    let single = |key: Vec<u8>| {
+        let event = AuditEvent {
+            log_index,
+            command: command.clone(),
+            change: change.clone(),
+        };
+        vec![(key, event)]
+    };
+    match change {
+        Change::LinkCreated { link } | Change::LinkDeleted { link, .. } => {
+            single(keys::audit_link(link.id, log_index))
+        }
+        Change::LinkValidityChanged { after, .. } => single(keys::audit_link(after.id, log_index)),
+        Change::KeyTypeAdded { .. }
+        | Change::KeyTypeActiveChanged { .. }
+        | Change::FormatRuleSet { .. } => single(keys::audit_catalogue(log_index)),
+        Change::LinksImported { links } => {
+            let (Action::ImportLinks(import), Outcome::Imported(outcomes)) =
+                (&command.action, &decision.outcome)
+            else {
+                return Vec::new();
+            };
+            let created =
+                import
+                    .rows
+                    .iter()
+                    .zip(outcomes)
+                    .filter_map(|(row, outcome)| match outcome {
+                        RowOutcome::Created(id) => Some((row, *id)),
+                        _ => None,
+                    });
+            // Created ids are consecutive in row order.
+            let first = links.first().map_or(0, |l| l.id.0);
+            created
+                .filter_map(|(row, id)| {
+                    let position = usize::try_from(id.0.checked_sub(first)?).ok()?;
+                    let link = links.get(position).filter(|l| l.id == id)?;
+                    let event = AuditEvent {
+                        log_index,
+                        command: Command {
+                            caller: command.caller.clone(),
+                            at: command.at,
+                            action: Action::CreateLink(row.clone()),
+                            context: command.context.clone(),
+                        },
+                        change: Change::LinkCreated { link: link.clone() },
+                    };
+                    Some((keys::audit_link(id, log_index), event))
+                })
+                .collect()
         }
     }
 }

@@ -149,6 +149,24 @@ impl Store {
         rows.map(|row| row.map_err(StoreError::from)).collect()
     }
 
+    /// Every link in id order, as of one instant (a RocksDB snapshot); `visit` returns false to
+    /// stop early.
+    pub fn for_each_link(&self, mut visit: impl FnMut(Link) -> bool) -> Result<(), StoreError> {
+        let view = self.db.snapshot();
+        for row in view.iterator_cf(self.cf(cf::LINKS)?, IteratorMode::Start) {
+            let (key, value) = row?;
+            let link = codec::decode(&value).map_err(|source| StoreError::Value {
+                cf: cf::LINKS,
+                key: key.to_vec(),
+                source,
+            })?;
+            if !visit(link) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn links_from_index(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Link>, StoreError> {
         let mut links = Vec::new();
         for (key, _) in self.scan(cf, prefix)? {
@@ -163,13 +181,12 @@ impl Store {
     /// together with whatever bookkeeping must be atomic with it.
     pub fn stage(&self, batch: &mut WriteBatch, change: &Change) -> Result<(), StoreError> {
         match change {
-            Change::LinkCreated { link } => {
-                self.put(batch, cf::LINKS, &keys::link(link.id), link)?;
-                for (cf, key) in index_rows(link) {
-                    batch.put_cf(self.cf(cf)?, key, []);
+            Change::LinkCreated { link } => self.stage_created(batch, link)?,
+            // Ids are consecutive in row order: the last one sets `next_link_id`.
+            Change::LinksImported { links } => {
+                for link in links {
+                    self.stage_created(batch, link)?;
                 }
-                let next = link.id.0.saturating_add(1);
-                self.put(batch, cf::SM_META, NEXT_LINK_ID, &next)?;
             }
             // Only the validity changes, and no index covers it.
             Change::LinkValidityChanged { after, .. } => {
@@ -206,6 +223,15 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    fn stage_created(&self, batch: &mut WriteBatch, link: &Link) -> Result<(), StoreError> {
+        self.put(batch, cf::LINKS, &keys::link(link.id), link)?;
+        for (cf, key) in index_rows(link) {
+            batch.put_cf(self.cf(cf)?, key, []);
+        }
+        let next = link.id.0.saturating_add(1);
+        self.put(batch, cf::SM_META, NEXT_LINK_ID, &next)
     }
 
     /// Writes `batch` atomically and returns only once it is on disk (WAL fsynced).

@@ -128,6 +128,8 @@ fn field_path(field: Field) -> &'static str {
         Field::ValidFrom => "validityPeriod/beginDate",
         Field::ValidTo => "validityPeriod/endDate",
         Field::ValidOn => "validOn",
+        // Bulk import is a gRPC operation only.
+        Field::Rows => "rows",
         Field::Id => "id",
         Field::ExpectedVersion => "expectedVersion",
         Field::Reason => "reason",
@@ -695,6 +697,8 @@ fn write_reply(outcome: Outcome, log_index: u64, out: &mut Writer) -> Status {
                 None => format!("format rule of {country}/{key_type} removed"),
             }
         }
+        // No SOAP operation imports; answered for completeness only.
+        Outcome::Imported(rows) => format!("{} rows decided", rows.len()),
     };
     out.leaf(&q("logIndex"), log_index);
     Status::done(description)
