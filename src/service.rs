@@ -155,6 +155,8 @@ pub struct WriteOutcome {
     pub verdict: Verdict,
     /// The entry that decided the command; `None` for input refused before replication.
     pub log_index: Option<u64>,
+    /// The verdict was recorded in the client's session by an earlier attempt of the request.
+    pub replayed: bool,
 }
 
 pub struct Service {
@@ -188,7 +190,8 @@ impl Service {
         &self.node
     }
 
-    /// Replicates one command and returns the verdict every node reached on it.
+    /// Replicates one command and returns the verdict every node reached on it. A refused write
+    /// is logged here, once, with its code and caller.
     pub async fn write(
         &self,
         call: impl Into<Call>,
@@ -196,6 +199,19 @@ impl Service {
         session: Option<ClientRequest>,
     ) -> Result<WriteOutcome, ServiceError> {
         let call = call.into();
+        let caller = call.caller.clone();
+        let name = action.name();
+        let result = self.replicate(call, action, session).await;
+        log_refusal(&caller, name, &result);
+        result
+    }
+
+    async fn replicate(
+        &self,
+        call: Call,
+        action: Action,
+        session: Option<ClientRequest>,
+    ) -> Result<WriteOutcome, ServiceError> {
         if let Some(s) = &session {
             check_session(s)?;
         }
@@ -219,6 +235,7 @@ impl Service {
             return Ok(WriteOutcome {
                 verdict: Err(e),
                 log_index: None,
+                replayed: false,
             });
         }
         let request = Request { command, session };
@@ -233,9 +250,14 @@ impl Service {
             match attempt {
                 Attempt::Done(response) => {
                     return match response {
-                        Response::Verdict { verdict, log_index } => Ok(WriteOutcome {
+                        Response::Verdict {
+                            verdict,
+                            log_index,
+                            replayed,
+                        } => Ok(WriteOutcome {
                             verdict: *verdict,
                             log_index: Some(log_index),
+                            replayed,
                         }),
                         Response::SessionReused { .. } => Err(ServiceError::InvalidSession {
                             field: "request_id",
@@ -487,6 +509,32 @@ impl Service {
         let meta = self.read_meta(options.into()).await?;
         Ok((self.node.store.key_types()?, meta))
     }
+}
+
+/// One line per write the register refused: the stable code, the field at fault, the caller.
+/// Not the message, which may quote personal data (a foreign key's value). Failures that are
+/// not refusals (no leader, outcome unknown, storage) are logged where they are mapped.
+fn log_refusal(caller: &Caller, action: &str, result: &Result<WriteOutcome, ServiceError>) {
+    let (code, field, log_index) = match result {
+        Ok(WriteOutcome {
+            verdict: Err(e),
+            log_index,
+            ..
+        }) => (e.code(), e.field().map(Field::as_str), *log_index),
+        Err(ServiceError::StaleRequest { .. }) => ("STALE_REQUEST", Some("request_id"), None),
+        Err(ServiceError::InvalidSession { field, .. }) => ("INVALID_SESSION", Some(*field), None),
+        _ => return,
+    };
+    tracing::info!(
+        code,
+        field,
+        action,
+        organization = %caller.organization.name,
+        cbe = caller.organization.cbe.as_str(),
+        role = caller.role.as_str(),
+        log_index,
+        "write refused"
+    );
 }
 
 fn not_found(id: u64) -> DomainError {

@@ -86,14 +86,32 @@ impl LinkRegisterService {
         client_id: Option<String>,
         request_id: Option<u64>,
     ) -> Result<(Outcome, u64), Status> {
+        let (outcome, log_index, _) = self
+            .write_replayed(call, action, client_id, request_id)
+            .await?;
+        Ok((outcome, log_index))
+    }
+
+    /// `write`, also telling whether the answer was recorded by an earlier attempt.
+    async fn write_replayed(
+        &self,
+        call: Call,
+        action: Action,
+        client_id: Option<String>,
+        request_id: Option<u64>,
+    ) -> Result<(Outcome, u64, bool), Status> {
         let session = service::session(client_id, request_id).map_err(|e| service_status(&e))?;
-        let WriteOutcome { verdict, log_index } = self
+        let WriteOutcome {
+            verdict,
+            log_index,
+            replayed,
+        } = self
             .service
             .write(call, action, session)
             .await
             .map_err(|e| service_status(&e))?;
         let decision = verdict.map_err(|e| domain_status(&e))?;
-        Ok((decision.outcome, log_index.unwrap_or_default()))
+        Ok((decision.outcome, log_index.unwrap_or_default(), replayed))
     }
 }
 
@@ -591,14 +609,18 @@ impl LinkRegister for LinkRegisterService {
             })
             .collect();
         let action = Action::ImportLinks(ImportLinks { rows });
-        match self.write(call, action, r.client_id, r.request_id).await? {
-            (Outcome::Imported(outcomes), log_index) => {
+        let written = self
+            .write_replayed(call, action, r.client_id, r.request_id)
+            .await?;
+        match written {
+            (Outcome::Imported(outcomes), log_index, replayed) => {
                 Ok(Response::new(pb::ImportLinksResponse {
                     rows: outcomes.iter().map(import_row).collect(),
                     log_index,
+                    replayed,
                 }))
             }
-            (other, _) => Err(unexpected(&other)),
+            (other, ..) => Err(unexpected(&other)),
         }
     }
 

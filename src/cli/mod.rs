@@ -5,6 +5,7 @@ mod callers;
 mod client;
 mod cluster;
 mod connect;
+mod import;
 mod serve;
 mod ssin;
 
@@ -50,6 +51,10 @@ enum Command {
     Callers(callers::CallersCommand),
     /// Administer the cluster: status, membership, snapshots, digests.
     Cluster(cluster::ClusterArgs),
+    /// Load links in bulk from a CSV or NDJSON file (writer).
+    Import(import::ImportArgs),
+    /// Write every link as NDJSON, in the import's format (keeper).
+    Export(import::ExportArgs),
     /// Copy a node's state at one point in time into a directory (keeper).
     Backup(backup::BackupArgs),
     /// Seed an empty data directory from a backup, as a new single-voter cluster.
@@ -69,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Callers(command) => callers::run(command),
         Command::Cluster(args) => cluster::run(args),
+        Command::Import(args) => import::run_import(args),
+        Command::Export(args) => import::run_export(args),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
         Command::Ssin(command) => ssin::run(command),

@@ -85,6 +85,8 @@ pub enum Response {
     Verdict {
         verdict: Box<Verdict>,
         log_index: u64,
+        /// Answered from the client's session: the verdict of this request's first attempt.
+        replayed: bool,
     },
     /// The client has since sent a newer request; this one's answer is no longer kept.
     Stale { last_request_id: u64 },

@@ -150,6 +150,7 @@ impl StateMachine {
                 return Ok(Response::Verdict {
                     verdict: Box::new(record.verdict),
                     log_index: record.log_index,
+                    replayed: true,
                 });
             }
             if *request_id < record.request_id {
@@ -182,6 +183,7 @@ impl StateMachine {
         Ok(Response::Verdict {
             verdict: Box::new(verdict),
             log_index: log_id.index,
+            replayed: false,
         })
     }
 

@@ -1,0 +1,341 @@
+//! `linkreg import` and `linkreg export` against a real node: counts, the reject file, re-runs
+//! and interruptions, and a round trip through a second register.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use linkreg::api::auth::{Authenticator, Callers};
+use linkreg::domain::{Caller, LinkId, Organization, RegisterView, Role};
+use linkreg::raft::network::Faults;
+use linkreg::server::{self, Running};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+async fn node(dir: &Path) -> Running {
+    let caller = |role| Caller {
+        organization: Organization::new("Loader", "0123456749").unwrap(),
+        role,
+    };
+    let callers = Callers::from_tokens(&[
+        ("writer-token", caller(Role::Writer)),
+        ("keeper-token", caller(Role::Keeper)),
+    ]);
+    let config = common::config(1, dir, true, None, Duration::from_secs(10));
+    let running = server::start(
+        config,
+        Authenticator::fixed(callers),
+        Arc::new(Faults::default()),
+    )
+    .await
+    .unwrap();
+    running
+        .node
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .current_leader(1, "leader")
+        .await
+        .unwrap();
+    running
+}
+
+fn linkreg(args: &[&str], token: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_linkreg"));
+    command
+        .args(args)
+        .env("LINKREG_TOKEN", token)
+        .env_remove("LINKREG_SERVER");
+    command
+}
+
+fn run(args: &[&str], token: &str) -> Output {
+    linkreg(args, token)
+        .output()
+        .expect("the linkreg binary runs")
+}
+
+fn counts(out: &Output) -> Value {
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
+}
+
+/// The n-th valid national register number of people born on 1985-07-30.
+fn ssin(n: u64) -> String {
+    let base = 850_730_000 + (n % 997) + 1;
+    format!("{base:09}{:02}", 97 - base % 97)
+}
+
+fn link_count(node: &Running) -> u64 {
+    let store = &node.node.store;
+    (1..store.next_link_id().unwrap().0)
+        .filter(|id| store.link(LinkId(*id)).unwrap().is_some())
+        .count() as u64
+}
+
+fn import(file: &Path, node: &Running, extra: &[&str]) -> Output {
+    let server = node.client_addr.to_string();
+    let mut args = vec![
+        "import",
+        file.to_str().unwrap(),
+        "--server",
+        &server,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    run(&args, "writer-token")
+}
+
+fn export(node: &Running, out: &Path) -> Output {
+    run(
+        &[
+            "export",
+            "--server",
+            &node.client_addr.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "keeper-token",
+    )
+}
+
+/// Digest of an export's lines in sorted order: parallel batches apply in any order, so link ids
+/// (the export's order) differ between two loads of the same rows.
+fn sha256(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    hex::encode(Sha256::digest(lines.join("\n")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_rows_go_to_the_reject_file_and_a_rerun_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir.path().join("node")).await;
+    let mut csv = String::from("ssin,country,key_type,value,valid_from,valid_to\n");
+    for n in 0..30 {
+        csv.push_str(&format!("{},FR,PASSPORT,P{n:07},,\n", ssin(n)));
+    }
+    // Lines 32.. (the header is line 1, the good rows 2..=31).
+    let bad = [
+        ("85073003329,FR,PASSPORT,X1234567,,", "INVALID_SSIN", "ssin"),
+        (
+            &format!("{},XX,PASSPORT,X1234568,,", ssin(1)),
+            "UNKNOWN_COUNTRY",
+            "country",
+        ),
+        (
+            &format!("{},FR,SHOE_SIZE,X1234569,,", ssin(1)),
+            "UNKNOWN_KEY_TYPE",
+            "key_type",
+        ),
+        (
+            &format!("{},FR,PASSPORT,AB1,,", ssin(1)),
+            "INVALID_FOREIGN_KEY",
+            "value",
+        ),
+        (
+            &format!("{},FR,PASSPORT,X1234570,2020-13-01,", ssin(1)),
+            "INVALID_DATE",
+            "valid_from",
+        ),
+        ("only,three,fields", "UNREADABLE_ROW", ""),
+        // The same foreign key as line 2, for another person: a contradiction.
+        (
+            &format!("{},FR,PASSPORT,P0000000,,", ssin(500)),
+            "LINK_CONFLICT",
+            "",
+        ),
+    ];
+    for (line, _, _) in &bad {
+        csv.push_str(line);
+        csv.push('\n');
+    }
+    // Line 39: line 3 again, the same link.
+    csv.push_str(&format!("{},FR,PASSPORT,P0000001,,\n", ssin(1)));
+    let file = dir.path().join("links.csv");
+    std::fs::write(&file, &csv).unwrap();
+
+    let first = tokio::task::block_in_place(|| {
+        counts(&import(&file, &node, &["--batch", "7", "--parallel", "3"]))
+    });
+    assert_eq!(first["read"], 38, "{first}");
+    assert_eq!(first["accepted"], 30, "{first}");
+    assert_eq!(first["already_present"], 1, "{first}");
+    assert_eq!(first["rejected"], 7, "{first}");
+    assert_eq!(first["complete"], true);
+    assert_eq!(link_count(&node), 30);
+
+    let rejects_file = dir.path().join("links.csv.rejects.ndjson");
+    let mut rejects: Vec<Value> = std::fs::read_to_string(&rejects_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    rejects.sort_by_key(|r| r["line"].as_u64());
+    assert_eq!(rejects.len(), bad.len());
+    for (i, (reject, (_, code, field))) in rejects.iter().zip(&bad).enumerate() {
+        assert_eq!(reject["line"], 32 + i as u64, "{reject}");
+        assert_eq!(reject["code"], *code, "{reject}");
+        assert_eq!(reject["field"].as_str().unwrap_or(""), *field, "{reject}");
+        assert!(!reject["reason"].as_str().unwrap().is_empty());
+    }
+
+    // The same file again: every good row is already there, the bad ones are refused again.
+    let again = tokio::task::block_in_place(|| {
+        counts(&import(&file, &node, &["--batch", "7", "--parallel", "3"]))
+    });
+    assert_eq!(again["read"], 38, "{again}");
+    assert_eq!(again["accepted"], 0, "{again}");
+    assert_eq!(again["already_present"], 31, "{again}");
+    assert_eq!(again["rejected"], 7, "{again}");
+    assert_eq!(link_count(&node), 30);
+
+    // A different batching after the sessions moved on: still nothing twice.
+    let rebatched =
+        tokio::task::block_in_place(|| counts(&import(&file, &node, &["--batch", "5"])));
+    assert_eq!(rebatched["accepted"], 0, "{rebatched}");
+    assert_eq!(rebatched["already_present"], 31, "{rebatched}");
+    assert_eq!(link_count(&node), 30);
+
+    // Each imported link's history holds its own row, not the whole batch.
+    let events = node
+        .node
+        .store
+        .audit_events::<linkreg::raft::AuditEvent>(&linkreg::store::keys::audit_link_prefix(
+            LinkId(5),
+        ))
+        .unwrap();
+    assert_eq!(events.len(), 1, "one create event per imported link");
+    // Batches run in parallel, so ids follow apply order, not file order.
+    let link = node.node.store.link(LinkId(5)).unwrap().unwrap();
+    match &events[0].command.action {
+        linkreg::domain::Action::CreateLink(row) => {
+            assert_eq!(row.value, link.foreign_key.value.entered())
+        }
+        other => panic!("the event records the row, not the batch: {other:?}"),
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_import_run_again_adds_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir.path().join("node")).await;
+    let mut ndjson = String::new();
+    let rows = 3000;
+    for n in 0..rows {
+        ndjson.push_str(&format!(
+            "{{\"ssin\":\"{}\",\"country\":\"DE\",\"key_type\":\"IDENTITY_CARD\",\"value\":\"L{n:08}\"}}\n",
+            ssin(n)
+        ));
+    }
+    let file = dir.path().join("links.ndjson");
+    std::fs::write(&file, &ndjson).unwrap();
+    let server = node.client_addr.to_string();
+    let mut child = linkreg(
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--server",
+            &server,
+            "--batch",
+            "25",
+            "--parallel",
+            "2",
+        ],
+        "writer-token",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    while link_count(&node) < 300 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = link_count(&node);
+    assert!(before < rows, "the import was interrupted at {before}");
+
+    let rerun = tokio::task::block_in_place(|| {
+        counts(&import(&file, &node, &["--batch", "25", "--parallel", "2"]))
+    });
+    assert_eq!(rerun["read"], rows);
+    assert_eq!(
+        rerun["accepted"].as_u64().unwrap() + rerun["already_present"].as_u64().unwrap(),
+        rows
+    );
+    assert!(rerun["already_present"].as_u64().unwrap() >= before);
+    assert_eq!(rerun["rejected"], 0);
+    assert_eq!(link_count(&node), rows);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_export_imported_elsewhere_exports_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = node(&dir.path().join("source")).await;
+    let mut csv = String::from("ssin,country,key_type,value,valid_from,valid_to\n");
+    for n in 0..250 {
+        let period = match n % 3 {
+            0 => ",".to_string(),
+            1 => "2019-02-03,".to_string(),
+            _ => "2001-01-01,2030-12-31".to_string(),
+        };
+        csv.push_str(&format!(
+            "{},NL,DRIVING_LICENCE,R-{n:06},{period}\n",
+            ssin(n)
+        ));
+    }
+    let file = dir.path().join("links.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let loaded =
+        tokio::task::block_in_place(|| counts(&import(&file, &source, &["--batch", "40"])));
+    assert_eq!(loaded["accepted"], 250);
+
+    let first = dir.path().join("first.ndjson");
+    let out = tokio::task::block_in_place(|| export(&source, &first));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let exported = std::fs::read_to_string(&first).unwrap();
+    assert_eq!(exported.lines().count(), 250);
+    let one: Value = exported
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|row| row["value"] == "R-000002")
+        .unwrap();
+    assert_eq!(one["valid_from"], "2001-01-01");
+    assert_eq!(one["valid_to"], "2030-12-31");
+
+    // Only the keeper may dump the register.
+    let refused = tokio::task::block_in_place(|| {
+        run(
+            &[
+                "export",
+                "--server",
+                &source.client_addr.to_string(),
+                "--out",
+                dir.path().join("no").to_str().unwrap(),
+            ],
+            "writer-token",
+        )
+    });
+    assert_ne!(refused.status.code(), Some(0));
+
+    let target = node(&dir.path().join("target")).await;
+    let reloaded =
+        tokio::task::block_in_place(|| counts(&import(&first, &target, &["--batch", "30"])));
+    assert_eq!(reloaded["accepted"], 250);
+    let second = dir.path().join("second.ndjson");
+    let out = tokio::task::block_in_place(|| export(&target, &second));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(sha256(&first), sha256(&second));
+    source.stop().await;
+    target.stop().await;
+}
