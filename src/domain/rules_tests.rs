@@ -878,3 +878,95 @@ fn input_errors_are_those_no_register_state_can_change() {
         Action::CreateLink(unknown_type)
     ));
 }
+
+fn row(ssin: &str, value: &str, from: Option<&str>) -> CreateLink {
+    match create(ssin, value, from, None) {
+        Action::CreateLink(c) => c,
+        _ => unreachable!("create builds a CreateLink"),
+    }
+}
+
+fn imported(reg: &mut MemoryRegister, rows: Vec<CreateLink>) -> (Vec<RowOutcome>, Vec<Link>) {
+    let action = Action::ImportLinks(crate::domain::command::ImportLinks { rows });
+    match reg.execute(&command(Role::Writer, action)) {
+        Ok(Decision {
+            change,
+            outcome: Outcome::Imported(outcomes),
+        }) => {
+            let links = match change {
+                Some(Change::LinksImported { links }) => links,
+                None => Vec::new(),
+                other => panic!("an import changes only links: {other:?}"),
+            };
+            (outcomes, links)
+        }
+        other => panic!("expected an import verdict, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_import_decides_each_row_and_a_bad_row_sinks_nothing() {
+    let mut reg = MemoryRegister::new();
+    let before = created(&mut reg, create(PERSON_A, "NL0000001", None, None));
+    let (outcomes, links) = imported(
+        &mut reg,
+        vec![
+            row(PERSON_A, "NL0000002", None),
+            // The link made before the import: present, not refused, not added.
+            row(PERSON_A, "NL0000001", None),
+            row("85073003329", "NL0000003", None),
+            // An earlier row of the same batch is seen by the later ones.
+            row(PERSON_A, "NL0000002", None),
+            row(PERSON_B, "NL0000002", None),
+            row(PERSON_B, "NL0000004", Some("2020-01-01")),
+        ],
+    );
+    let first = LinkId(before.id.0 + 1);
+    let second = LinkId(before.id.0 + 2);
+    assert_eq!(outcomes[0], RowOutcome::Created(first));
+    assert_eq!(outcomes[1], RowOutcome::AlreadyPresent(before.id));
+    assert!(matches!(
+        &outcomes[2],
+        RowOutcome::Rejected(DomainError::InvalidSsin {
+            field: Field::Ssin,
+            ..
+        })
+    ));
+    assert_eq!(outcomes[3], RowOutcome::AlreadyPresent(first));
+    assert_eq!(
+        outcomes[4],
+        RowOutcome::Rejected(DomainError::LinkConflict { existing: first })
+    );
+    assert_eq!(outcomes[5], RowOutcome::Created(second));
+    assert_eq!(
+        links.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert_eq!(reg.links().count(), 3);
+
+    // The same rows again: nothing new.
+    let (again, links) = imported(&mut reg, vec![row(PERSON_A, "NL0000002", None)]);
+    assert_eq!(again, [RowOutcome::AlreadyPresent(first)]);
+    assert!(links.is_empty());
+}
+
+#[test]
+fn an_import_has_a_size_limit_and_needs_the_writer_role() {
+    use crate::domain::command::{IMPORT_ROWS_MAX, ImportLinks};
+    let mut reg = MemoryRegister::new();
+    let rows = vec![row(PERSON_A, "NL0000002", None); IMPORT_ROWS_MAX + 1];
+    let err = refused(
+        &mut reg,
+        Role::Writer,
+        Action::ImportLinks(ImportLinks { rows }),
+    );
+    assert_eq!(err.code(), "TOO_MANY_ROWS");
+    assert_eq!(err.field(), Some(Field::Rows));
+    let rows = vec![row(PERSON_A, "NL0000002", None)];
+    let err = refused(
+        &mut reg,
+        Role::Reader,
+        Action::ImportLinks(ImportLinks { rows }),
+    );
+    assert_eq!(err.code(), "PERMISSION_DENIED");
+}
