@@ -1,10 +1,12 @@
 //! Command-line interface. `anyhow` lives here and in `main`, never in the library.
 
 mod backup;
+mod bench;
 mod callers;
 mod client;
 mod cluster;
 mod connect;
+mod r#gen;
 mod import;
 mod serve;
 mod ssin;
@@ -62,6 +64,10 @@ enum Command {
     /// Work with SSINs (INSZ/NISS numbers).
     #[command(subcommand)]
     Ssin(ssin::SsinCommand),
+    /// Write synthetic links (CSV or NDJSON), the same for the same seed.
+    Gen(r#gen::GenArgs),
+    /// Load a running cluster and report the throughput and latency its clients see.
+    Bench(bench::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -79,5 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
         Command::Ssin(command) => ssin::run(command),
+        Command::Gen(args) => r#gen::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
