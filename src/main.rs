@@ -8,13 +8,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format() {
+        cli::LogFormat::Human => logs.init(),
+        cli::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

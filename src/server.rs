@@ -15,6 +15,7 @@ use tonic_health::server::HealthReporter;
 use crate::api::admin::AdminService;
 use crate::api::auth::Authenticator;
 use crate::api::grpc::LinkRegisterService;
+use crate::api::observe::{self, GrpcLayer, Metrics};
 use crate::cluster;
 use crate::proto::linkreg::cluster_admin_server::ClusterAdminServer;
 use crate::proto::linkreg::link_register_server::LinkRegisterServer;
@@ -200,8 +201,17 @@ pub async fn start(
     } else {
         config.advertise.http_addr.clone()
     };
+    let mut metrics = Metrics::new();
+    metrics.observe_node(node.clone());
+    let metrics = Arc::new(metrics);
+    let (draining, drain_signal) = watch::channel(false);
     let soap = crate::api::soap::router(service.clone(), auth.clone(), &advertised_http);
-    let http = axum::serve(http_listener, soap).with_graceful_shutdown(stopped(signal.clone()));
+    let routes = observe::measure_soap(soap, metrics.clone()).merge(observe::router(
+        metrics.clone(),
+        node.clone(),
+        drain_signal.clone(),
+    ));
+    let http = axum::serve(http_listener, routes).with_graceful_shutdown(stopped(signal.clone()));
     let register = LinkRegisterServer::new(LinkRegisterService::new(service.clone(), auth))
         .max_decoding_message_size(CLIENT_MESSAGE_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_MAX);
@@ -212,13 +222,17 @@ pub async fn start(
             .map_err(|e| ServerError::Tls(e.to_string()))?;
     }
     let client = client
+        .layer(GrpcLayer::new(metrics.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(register)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(signal));
-    let (draining, drain_signal) = watch::channel(false);
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(client_listener),
+            stopped(signal.clone()),
+        );
     tokio::spawn(report_health(node.clone(), health.clone(), drain_signal));
+    tokio::spawn(observe::follow_raft(node.clone(), metrics, signal));
     let tasks = vec![
         tokio::spawn(async move { peer.await.map_err(ListenerError::from) }),
         tokio::spawn(async move { client.await.map_err(ListenerError::from) }),
@@ -272,8 +286,8 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// SERVING while this node knows a leader and has applied everything it knows to be committed
-/// (so a local read is not behind what it could serve); NOT_SERVING otherwise and from shutdown.
+/// SERVING while the node is ready ([`observe::readiness`]: it knows a leader and has applied
+/// everything it knows to be committed); NOT_SERVING otherwise and from shutdown.
 async fn report_health(
     node: Arc<RaftNode>,
     reporter: HealthReporter,
@@ -287,7 +301,7 @@ async fn report_health(
             let m = metrics.borrow_and_update();
             let applied = m.last_applied.map(|l| l.index);
             let known = *committed.borrow_and_update();
-            if m.current_leader.is_some() && applied >= known {
+            if observe::readiness(m.current_leader, applied, known).is_ok() {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing

@@ -70,6 +70,26 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line, its fields at the top level, for log collectors.
+    Json,
+}
+
+impl Cli {
+    /// The log format the command asks for: `serve --log-format`, human otherwise.
+    pub fn log_format(&self) -> LogFormat {
+        match &self.command {
+            Command::Serve(args) => args.log_format(),
+            _ => LogFormat::default(),
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),

@@ -104,6 +104,16 @@ pub struct ServeArgs {
     /// except `--callers`, which it excludes.
     #[arg(long, env = "LINKREG_DEV")]
     dev: bool,
+    /// Log lines as text for people or as JSON objects for collectors [default: human]. Set
+    /// before anything else is read, so not a config file key.
+    #[arg(long, env = "LINKREG_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    log_format: Option<super::LogFormat>,
+}
+
+impl ServeArgs {
+    pub fn log_format(&self) -> super::LogFormat {
+        self.log_format.unwrap_or_default()
+    }
 }
 
 /// Where callers come from.

@@ -12,6 +12,7 @@ pub mod cf;
 pub mod codec;
 pub mod keys;
 mod raft_io;
+pub mod stats;
 
 use std::path::Path;
 

@@ -148,6 +148,31 @@ impl SoapError {
     }
 }
 
+/// What a SOAP request came to, attached to its HTTP response for `api::observe`, which
+/// measures this router from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The operation, once the body named a known one.
+    pub operation: Option<&'static str>,
+    /// The reply's status value (`OK`, `DATA_FOUND`, `NO_DATA_FOUND`, `NO_RESULT`), or
+    /// [`Exchange::FAULT`].
+    pub status: &'static str,
+    /// The stable code of a `NO_RESULT` reply, or the reasonCode of a fault.
+    pub code: Option<String>,
+}
+
+impl Exchange {
+    pub const FAULT: &'static str = "FAULT";
+
+    fn reply(status: &messages::Status) -> Exchange {
+        Exchange {
+            operation: None,
+            status: status.value,
+            code: (status.value == "NO_RESULT").then(|| status.code.clone()),
+        }
+    }
+}
+
 struct Soap {
     service: Arc<Service>,
     auth: Authenticator,
@@ -249,10 +274,24 @@ async fn call(State(soap): State<Arc<Soap>>, headers: HeaderMap, body: Body) -> 
             return fault(version, &late);
         }
     };
-    match handle(&soap, version, action, &headers, &bytes, received).await {
-        Ok(reply) => ([(header::CONTENT_TYPE, version.content_type())], reply).into_response(),
+    let (envelope, request) = match inspect(&bytes, version, action) {
+        Ok(inspected) => inspected,
+        Err(e) => return fault(version, &e),
+    };
+    let operation = request.operation;
+    let mut response = match handle(&soap, version, envelope, request, &headers, received).await {
+        Ok((reply, exchange)) => {
+            let mut response =
+                ([(header::CONTENT_TYPE, version.content_type())], reply).into_response();
+            response.extensions_mut().insert(exchange);
+            response
+        }
         Err(e) => fault(version, &e),
+    };
+    if let Some(exchange) = response.extensions_mut().get_mut::<Exchange>() {
+        exchange.operation = Some(operation.name());
     }
+    response
 }
 
 /// An oversized body is still read (up to this much) before the fault goes out, so the client
@@ -284,17 +323,20 @@ async fn read_body(body: Body) -> Result<Vec<u8>, SoapError> {
 async fn handle(
     soap: &Soap,
     version: Version,
-    action: Option<String>,
+    envelope: envelope::Envelope,
+    request: Request,
     headers: &HeaderMap,
-    body: &[u8],
     received: OffsetDateTime,
-) -> Result<String, SoapError> {
-    let (envelope, request) = inspect(body, version, action)?;
+) -> Result<(String, Exchange), SoapError> {
     let caller = authenticate(&soap.auth, envelope.security, headers)?;
     let operation = request.operation;
     let customer = request.common.customer.clone();
     let reply = messages::execute(&soap.service, caller, request, &envelope.operation).await?;
-    Ok(render(version, operation, &customer, received, reply))
+    let exchange = Exchange::reply(&reply.status);
+    Ok((
+        render(version, operation, &customer, received, reply),
+        exchange,
+    ))
 }
 
 /// Everything about a request that needs no register: well-formed, hardened XML, the envelope
@@ -500,12 +542,18 @@ fn fault(version: Version, e: &SoapError) -> Response {
         }
     }
     w.close(&q("Fault")).close(&q("Body")).close(&q("Envelope"));
-    (
+    let mut response = (
         http,
         [(header::CONTENT_TYPE, version.content_type())],
         w.finish(),
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(Exchange {
+        operation: None,
+        status: Exchange::FAULT,
+        code: Some(fault.reason_code.to_string()),
+    });
+    response
 }
 
 #[cfg(test)]
