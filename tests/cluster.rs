@@ -53,6 +53,7 @@ fn tuning() -> Tuning {
         snapshot_every: 1_000_000,
         keep_behind_snapshot: 5,
         purge_batch: 1,
+        ..Tuning::default()
     }
 }
 
@@ -711,5 +712,59 @@ async fn a_restarted_follower_catches_up_from_the_log() {
         s.snapshot_index, None,
         "caught up from the log, not a snapshot"
     );
+    c.shutdown().await;
+}
+
+/// Imports of many rows per entry to a follower that fell behind: what the leader has to send
+/// exceeds the append budget (made small here), so every append is refused locally with a hint
+/// and openraft sends shorter runs until the follower has caught up from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_large_import_entries_catches_up_from_the_log() {
+    use linkreg::domain::command::ImportLinks;
+    use linkreg::domain::{RegisterView, RowOutcome};
+    let c = Cluster::new(
+        3,
+        Tuning {
+            append_budget: 24 * 1024,
+            ..tuning()
+        },
+    )
+    .await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let cut = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    c.converge().await;
+    c.faults.isolate(cut, &[1, 2, 3]);
+    let rows_per_batch = 200;
+    let mut created = 0;
+    for batch in 0..8u64 {
+        let rows = (0..rows_per_batch)
+            .map(|i| match create(10_000 + batch * rows_per_batch + i) {
+                Action::CreateLink(row) => row,
+                _ => unreachable!("create builds a CreateLink"),
+            })
+            .collect();
+        let outcome = c
+            .node(leader)
+            .service
+            .write(writer(), Action::ImportLinks(ImportLinks { rows }), None)
+            .await
+            .unwrap();
+        match outcome.verdict.unwrap().outcome {
+            Outcome::Imported(rows) => {
+                created += rows
+                    .iter()
+                    .filter(|r| matches!(r, RowOutcome::Created(_)))
+                    .count()
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(created, 8 * rows_per_batch as usize);
+    // Eight entries of some 20 KiB each: several times what one append may carry.
+    c.faults.heal();
+    c.converge().await;
+    let store = &c.node(cut).node.store;
+    assert_eq!(store.next_link_id().unwrap().0 - 1, created as u64);
+    assert_eq!(cluster::status(&c.node(cut).node).snapshot_index, None);
     c.shutdown().await;
 }

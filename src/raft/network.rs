@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -160,6 +161,8 @@ pub fn decode<T: DeserializeOwned>(payload: &Payload) -> Result<T, tonic::Status
 
 #[derive(Clone)]
 pub struct Network {
+    /// An append request larger than this is split (see `PeerConnection::call`).
+    pub append_budget: usize,
     pub from: NodeId,
     pub faults: Arc<Faults>,
     pub transport: PeerTransport,
@@ -170,6 +173,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConnection {
         PeerConnection {
+            append_budget: self.append_budget,
             from: self.from,
             target,
             client: self
@@ -183,6 +187,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 pub struct PeerConnection {
+    append_budget: usize,
     from: NodeId,
     target: NodeId,
     client: Result<RaftPeerClient<Channel>, String>,
@@ -196,6 +201,7 @@ impl PeerConnection {
         &mut self,
         method: Method,
         request: &Req,
+        entries: usize,
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
@@ -218,6 +224,15 @@ impl PeerConnection {
             RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
         };
         let payload = encode(request).map_err(|e| network(&e))?;
+        // Entries of bulk imports are large: a follower far behind would be sent more than a
+        // message may hold. Ask openraft for a shorter run instead (it retries at once).
+        if let Method::AppendEntries = method
+            && payload.data.len() > self.append_budget
+            && entries > 1
+        {
+            let fits = entries as u64 * self.append_budget as u64 / payload.data.len() as u64;
+            return Err(PayloadTooLarge::new_entries_hint(fits.max(1)).into());
+        }
         let mut req = tonic::Request::new(payload);
         req.set_timeout(option.hard_ttl());
         let reply = match method {
@@ -248,7 +263,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Method::AppendEntries, &rpc, &option).await
+        self.call(Method::AppendEntries, &rpc, rpc.entries.len(), &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -256,7 +272,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Method::InstallSnapshot, &rpc, &option).await
+        self.call(Method::InstallSnapshot, &rpc, 0, &option).await
     }
 
     async fn vote(
@@ -264,6 +280,6 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Method::Vote, &rpc, &option).await
+        self.call(Method::Vote, &rpc, 0, &option).await
     }
 }

@@ -25,6 +25,8 @@ pub struct Tuning {
     pub keep_behind_snapshot: u64,
     /// openraft purges only once this many entries can go at once.
     pub purge_batch: u64,
+    /// Bytes an append request may carry before it is split into shorter runs of entries.
+    pub append_budget: usize,
 }
 
 impl Default for Tuning {
@@ -35,6 +37,7 @@ impl Default for Tuning {
             election_max_ms: 1000,
             snapshot_every: 20_000,
             keep_behind_snapshot: 5_000,
+            append_budget: 16 * 1024 * 1024,
             purge_batch: 256,
         }
     }
@@ -142,6 +145,7 @@ impl RaftNode {
         let store = Arc::new(store);
         let sm = StateMachine::open(store.clone(), &snapshot_dir(data_dir))?;
         let network = Network {
+            append_budget: tuning.append_budget,
             from: id,
             faults: faults.clone(),
             transport: transport.clone(),
