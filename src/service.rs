@@ -516,10 +516,11 @@ impl Service {
 /// not refusals (no leader, outcome unknown, storage) are logged where they are mapped.
 fn log_refusal(caller: &Caller, action: &str, result: &Result<WriteOutcome, ServiceError>) {
     let (code, field, log_index) = match result {
+        // A refusal answered from the session was logged when it was decided.
         Ok(WriteOutcome {
             verdict: Err(e),
             log_index,
-            ..
+            replayed: false,
         }) => (e.code(), e.field().map(Field::as_str), *log_index),
         Err(ServiceError::StaleRequest { .. }) => ("STALE_REQUEST", Some("request_id"), None),
         Err(ServiceError::InvalidSession { field, .. }) => ("INVALID_SESSION", Some(*field), None),
