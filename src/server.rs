@@ -118,6 +118,19 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
+/// Accepted connections with Nagle's algorithm off: small replies (a search, a raft append
+/// acknowledgement) otherwise wait for the peer's delayed ACK, some 40 ms.
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
+}
+
 /// Starts raft and both listeners. Listening starts before bootstrap or join, because joining
 /// needs the leader to reach this node's peer listener.
 pub async fn start(
@@ -183,10 +196,7 @@ pub async fn start(
     }
     let peer = peer
         .add_service(node.peer_service())
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(peer_listener),
-            stopped(signal.clone()),
-        );
+        .serve_with_incoming_shutdown(no_delay(peer_listener), stopped(signal.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -211,6 +221,10 @@ pub async fn start(
         node.clone(),
         drain_signal.clone(),
     ));
+    use axum::serve::ListenerExt;
+    let http_listener = http_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http = axum::serve(http_listener, routes).with_graceful_shutdown(stopped(signal.clone()));
     let register = LinkRegisterServer::new(LinkRegisterService::new(service.clone(), auth))
         .max_decoding_message_size(CLIENT_MESSAGE_MAX)
@@ -227,10 +241,7 @@ pub async fn start(
         .add_service(reflection)
         .add_service(register)
         .add_service(admin)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(client_listener),
-            stopped(signal.clone()),
-        );
+        .serve_with_incoming_shutdown(no_delay(client_listener), stopped(signal.clone()));
     tokio::spawn(report_health(node.clone(), health.clone(), drain_signal));
     tokio::spawn(observe::follow_raft(node.clone(), metrics, signal));
     let tasks = vec![
