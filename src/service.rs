@@ -240,8 +240,19 @@ impl Service {
         }
         let request = Request { command, session };
         let deadline = self.deadline(call.deadline);
+        // Once an attempt may have been applied, running out of time is an unknown outcome,
+        // never "unavailable" (which promises that nothing was applied).
+        let mut uncertain: Option<String> = None;
+        let out_of_time = |uncertain: &Option<String>| match uncertain {
+            Some(reason) => ServiceError::OutcomeUnknown(reason.clone()),
+            None => ServiceError::Unavailable(self.write_timeout),
+        };
         loop {
-            let (leader, leader_node) = self.leader(deadline).await?;
+            let (leader, leader_node) = match self.leader(deadline).await {
+                Ok(found) => found,
+                Err(ServiceError::Unavailable(_)) => return Err(out_of_time(&uncertain)),
+                Err(e) => return Err(e),
+            };
             let attempt = if leader == self.node.id {
                 self.write_here(&request, deadline).await
             } else {
@@ -277,10 +288,11 @@ impl Service {
                     if request.session.is_none() || Instant::now() >= deadline {
                         return Err(ServiceError::OutcomeUnknown(reason));
                     }
+                    uncertain = Some(reason);
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ServiceError::Unavailable(self.write_timeout));
+                return Err(out_of_time(&uncertain));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

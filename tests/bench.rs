@@ -2,13 +2,11 @@
 //! asserts a speed.
 
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
-use linkreg::api::auth::{Authenticator, Callers};
+use linkreg::api::auth::Callers;
 use linkreg::domain::{Caller, LinkId, Organization, RegisterView, Role};
-use linkreg::raft::network::Faults;
-use linkreg::server::{self, Running};
+use linkreg::server::Running;
 use serde_json::Value;
 
 mod common;
@@ -30,21 +28,7 @@ async fn start(dir: &std::path::Path) -> Running {
         role: Role::Writer,
     };
     let callers = Callers::from_tokens(&[("writer-token", writer)]);
-    let running = server::start(
-        config,
-        Authenticator::fixed(callers),
-        Arc::new(Faults::default()),
-    )
-    .await
-    .unwrap();
-    running
-        .node
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .current_leader(1, "leader")
-        .await
-        .unwrap();
-    running
+    common::serve(config, callers).await
 }
 
 /// (all links, those the bench created during its run) in the node's store.

@@ -158,13 +158,11 @@ mod common;
 
 /// In-process nodes the binary talks to over loopback.
 mod nodes {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use linkreg::api::auth::{Authenticator, Callers};
+    use linkreg::api::auth::Callers;
     use linkreg::domain::{Caller, Organization, Role};
-    use linkreg::raft::network::Faults;
-    use linkreg::server::{self, Running};
+    use linkreg::server::Running;
 
     fn caller(name: &str, role: Role) -> Caller {
         Caller {
@@ -189,22 +187,7 @@ mod nodes {
             ("writer-token", caller("Writer org", Role::Writer)),
             ("keeper-token", caller("Keeper org", Role::Keeper)),
         ]);
-        let running = server::start(
-            config,
-            Authenticator::fixed(callers),
-            Arc::new(Faults::default()),
-        )
-        .await
-        .unwrap();
-        if init {
-            running
-                .node
-                .raft
-                .wait(Some(Duration::from_secs(10)))
-                .current_leader(id, "leader")
-                .await
-                .unwrap();
-        }
+        let running = super::common::serve(config, callers).await;
         Node {
             addr: client.to_string(),
             running,

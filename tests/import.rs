@@ -5,13 +5,11 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use linkreg::api::auth::{Authenticator, Callers};
+use linkreg::api::auth::Callers;
 use linkreg::domain::{Caller, LinkId, Organization, RegisterView, Role};
-use linkreg::raft::network::Faults;
-use linkreg::server::{self, Running};
+use linkreg::server::Running;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -25,21 +23,7 @@ async fn node(dir: &Path) -> Running {
         ("keeper-token", caller(Role::Keeper)),
     ]);
     let config = common::config(1, dir, true, None, Duration::from_secs(10));
-    let running = server::start(
-        config,
-        Authenticator::fixed(callers),
-        Arc::new(Faults::default()),
-    )
-    .await
-    .unwrap();
-    running
-        .node
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .current_leader(1, "leader")
-        .await
-        .unwrap();
-    running
+    common::serve(config, callers).await
 }
 
 fn linkreg(args: &[&str], token: &str) -> Command {

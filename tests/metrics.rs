@@ -10,13 +10,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use linkreg::api::auth::{Authenticator, Callers};
+use linkreg::api::auth::Callers;
 use linkreg::domain::{Caller, Organization, Role};
 use linkreg::proto::linkreg as pb;
 use linkreg::proto::linkreg::cluster_admin_client::ClusterAdminClient;
 use linkreg::proto::linkreg::link_register_client::LinkRegisterClient;
-use linkreg::raft::network::Faults;
-use linkreg::server::{self, Running};
+use linkreg::server::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::{Code, Request};
@@ -94,22 +93,7 @@ async fn start_node(id: u64, init: bool, join: Option<String>) -> Node {
         ("writer-token", caller("Writer org", Role::Writer)),
         ("keeper-token", caller("Keeper org", Role::Keeper)),
     ]);
-    let running = server::start(
-        config,
-        Authenticator::fixed(callers),
-        Arc::new(Faults::default()),
-    )
-    .await
-    .unwrap();
-    if init {
-        running
-            .node
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .current_leader(1, "leader")
-            .await
-            .unwrap();
-    }
+    let running = common::serve(config, callers).await;
     Node { _dir: dir, running }
 }
 

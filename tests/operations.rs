@@ -7,12 +7,11 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use linkreg::api::auth::{Authenticator, Callers};
+use linkreg::api::auth::Callers;
 use linkreg::domain::{Caller, LinkId, Organization, RegisterView, Role};
 use linkreg::raft::AuditEvent;
-use linkreg::raft::network::Faults;
 use linkreg::raft::state_machine;
-use linkreg::server::{self, NodeConfig, Running};
+use linkreg::server::{NodeConfig, Running};
 use linkreg::store::keys;
 use serde_json::Value;
 
@@ -30,25 +29,7 @@ fn callers() -> Callers {
 }
 
 async fn start(config: NodeConfig) -> Running {
-    let id = config.id;
-    let init = config.init;
-    let running = server::start(
-        config,
-        Authenticator::fixed(callers()),
-        Arc::new(Faults::default()),
-    )
-    .await
-    .unwrap();
-    if init {
-        running
-            .node
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .current_leader(id, "leader")
-            .await
-            .unwrap();
-    }
-    running
+    common::serve(config, callers()).await
 }
 
 /// Three nodes: the first initialized, the others joined through it.
@@ -536,7 +517,10 @@ async fn voters_restart_while_the_peer_they_join_through_is_down() {
         .collect();
     assert_eq!(voters, [1, 2, 3, 4]);
     restarted.push(fourth);
-    restarted.push(start(configs[0].clone()).await);
+    // Node 1 comes back as a follower (its --init is a no-op on a node with state).
+    let mut first = configs[0].clone();
+    first.init = false;
+    restarted.push(start(first).await);
     let digests = settled_digests(&restarted).await;
     assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
     assert_eq!(values(&restarted[3]), ["P0000001", "P0000002"]);

@@ -5,14 +5,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use linkreg::api::auth::{Authenticator, Callers};
+use linkreg::api::auth::Callers;
 use linkreg::api::soap::{BODY_MAX, NS};
 use linkreg::domain::{Caller, Organization, RegisterView, Role};
-use linkreg::raft::network::Faults;
-use linkreg::server::{self, Running};
+use linkreg::server::Running;
 use linkreg::service::Consistency;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,20 +46,7 @@ async fn node() -> Node {
             caller("Other org", Role::Writer, "0206653946"),
         ),
     ]);
-    let running = server::start(
-        config,
-        Authenticator::fixed(callers),
-        Arc::new(Faults::default()),
-    )
-    .await
-    .unwrap();
-    running
-        .node
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .current_leader(1, "leader")
-        .await
-        .unwrap();
+    let running = common::serve(config, callers).await;
     Node { _dir: dir, running }
 }
 

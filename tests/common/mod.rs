@@ -8,10 +8,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
+use linkreg::api::auth::{Authenticator, Callers};
 use linkreg::domain::{LinkId, RegisterView};
 use linkreg::raft::NodeInfo;
+use linkreg::raft::network::Faults;
 use linkreg::raft::node::Tuning;
-use linkreg::server::{NodeConfig, Running};
+use linkreg::server::{self, NodeConfig, Running};
 
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -52,6 +54,29 @@ pub fn config(
         client_tls: None,
         peer_tls: None,
     }
+}
+
+/// Starts a node accepting exactly `callers`, without fault injection. A node that initializes
+/// its own cluster is its leader once this returns.
+pub async fn serve(config: NodeConfig, callers: Callers) -> Running {
+    let (id, init) = (config.id, config.init);
+    let running = server::start(
+        config,
+        Authenticator::fixed(callers),
+        std::sync::Arc::new(Faults::default()),
+    )
+    .await
+    .expect("the node starts");
+    if init {
+        running
+            .node
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(id, "leader")
+            .await
+            .expect("a self-initialized node leads");
+    }
+    running
 }
 
 /// Everything a command could have changed: links, catalogue, format rules.
