@@ -7,6 +7,9 @@
 
 use std::fmt;
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +99,29 @@ pub struct Pattern {
     regex: Regex,
 }
 
+/// Patterns already compiled, by source. Every create reads its format rule (or the default),
+/// and compiling the regex each time was most of the cost of an import (found by profiling: a
+/// DFA built per row). The set of patterns is the keeper's, so small; the bound is a guard.
+static COMPILED: LazyLock<Mutex<HashMap<String, Regex>>> = LazyLock::new(Mutex::default);
+const COMPILED_MAX: usize = 1024;
+
+fn compiled(source: &str) -> Result<Regex, regex::Error> {
+    if let Some(regex) = COMPILED.lock().ok().and_then(|c| c.get(source).cloned()) {
+        return Ok(regex);
+    }
+    // Anchored here so the keeper cannot forget to: an unanchored `[0-9]{8}` would accept
+    // any value that merely contains eight digits.
+    let regex = RegexBuilder::new(&format!("^(?:{source})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()?;
+    if let Ok(mut cache) = COMPILED.lock()
+        && cache.len() < COMPILED_MAX
+    {
+        cache.insert(source.to_string(), regex.clone());
+    }
+    Ok(regex)
+}
+
 impl Pattern {
     pub fn parse(source: &str) -> Result<Pattern, DomainError> {
         let err = |rule| DomainError::InvalidFormatRule {
@@ -105,16 +131,11 @@ impl Pattern {
         if source.chars().count() > PATTERN_MAX {
             return Err(err(FormatRuleRule::PatternTooLong { max: PATTERN_MAX }));
         }
-        // Anchored here so the keeper cannot forget to: an unanchored `[0-9]{8}` would accept
-        // any value that merely contains eight digits.
-        let regex = RegexBuilder::new(&format!("^(?:{source})$"))
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|e| {
-                err(FormatRuleRule::Regex {
-                    reason: e.to_string(),
-                })
-            })?;
+        let regex = compiled(source).map_err(|e| {
+            err(FormatRuleRule::Regex {
+                reason: e.to_string(),
+            })
+        })?;
         Ok(Pattern {
             source: source.to_string(),
             regex,
