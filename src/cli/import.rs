@@ -250,6 +250,10 @@ struct Counts {
 
 type Client = LinkRegisterClient<InterceptedService<Channel, Bearer>>;
 
+/// One attempt at a batch (or a connection): a batch of 5000 rows applies in well under a
+/// second on the 2-core reference machine.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A node's answer to a batch, and whether this run had to send the batch more than once.
 struct Answer {
     reply: pb::ImportLinksResponse,
@@ -292,7 +296,10 @@ impl Sender {
         let mut pause = Duration::from_millis(100);
         loop {
             if client.is_none() {
-                match self.connect(server).await {
+                let connected = tokio::time::timeout(ATTEMPT_TIMEOUT, self.connect(server))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("connecting timed out")));
+                match connected {
                     Ok(c) => *client = Some((server, c)),
                     Err(e) => {
                         if started.elapsed() > self.retry_for {
@@ -313,7 +320,16 @@ impl Sender {
                 request_id: session.then_some(request_id),
             };
             sent += 1;
-            match c.import_links(request).await {
+            // A node that accepted the connection but never answers must not hold the
+            // pipeline (and, through it, the whole import) for ever.
+            let answered = tokio::time::timeout(ATTEMPT_TIMEOUT, c.import_links(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded(
+                        "no answer within the attempt timeout",
+                    ))
+                });
+            match answered {
                 Ok(reply) => {
                     return Ok(Answer {
                         reply: reply.into_inner(),
