@@ -21,6 +21,7 @@ async fn node(dir: &Path) -> Running {
     let callers = Callers::from_tokens(&[
         ("writer-token", caller(Role::Writer)),
         ("keeper-token", caller(Role::Keeper)),
+        ("reader-token", caller(Role::Reader)),
     ]);
     let config = common::config(1, dir, true, None, Duration::from_secs(10));
     common::serve(config, callers).await
@@ -322,4 +323,52 @@ async fn an_export_imported_elsewhere_exports_the_same() {
     assert_eq!(sha256(&first), sha256(&second));
     source.stop().await;
     target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_import_stops_with_the_reason_instead_of_waiting_for_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir.path().join("node")).await;
+    let mut csv = String::from("ssin,country,key_type,value,valid_from,valid_to\n");
+    for n in 0..40 {
+        csv.push_str(&format!("{},FR,PASSPORT,Q{n:07},,\n", ssin(n)));
+    }
+    let file = dir.path().join("links.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let server = node.client_addr.to_string();
+    // Every pipeline's first batch is refused while more batches wait in each pipeline.
+    let mut child = linkreg(
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--server",
+            &server,
+            "--batch",
+            "1",
+            "--parallel",
+            "2",
+        ],
+        "reader-token",
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("the refused import did not stop");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(!status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert_eq!(link_count(&node), 0);
+    node.stop().await;
 }

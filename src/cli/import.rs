@@ -455,10 +455,8 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             rejects_path.display()
         );
     }
-    if !balanced {
-        bail!("the counts do not add up: {counts:?}");
-    }
     match failure {
+        None if !balanced => bail!("the counts do not add up: {counts:?}"),
         None => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e.context(
             "the import stopped; what was sent is in the register, and running the same \
@@ -555,7 +553,19 @@ async fn import(
                 let request_id = batch.number / pipelines + 1;
                 let reply = sender.send(&mut client, request_id, batch.rows).await;
                 let failed = reply.is_err();
-                if done.send((batch.lines, reply)).await.is_err() || failed {
+                if done.send((batch.lines, reply)).await.is_err() {
+                    return;
+                }
+                if failed {
+                    // Every batch handed to this pipeline is accounted for, sent or not: the
+                    // reader waits for each one's answer.
+                    rx.close();
+                    while let Some(batch) = rx.recv().await {
+                        let skipped = Err(anyhow::anyhow!("not sent: an earlier batch failed"));
+                        if done.send((batch.lines, skipped)).await.is_err() {
+                            return;
+                        }
+                    }
                     return;
                 }
             }
@@ -573,9 +583,12 @@ async fn import(
                     counts.read += batch.rows.len() as u64;
                     outstanding += 1;
                     let lane = (batch.number % pipelines) as usize;
+                    let rows = batch.rows.len() as u64;
                     if lanes[lane].send(batch).await.is_err() {
+                        // That pipeline stopped after a failure, which it reports itself: the
+                        // batch was never sent.
+                        counts.read -= rows;
                         outstanding -= 1;
-                        failure.get_or_insert_with(|| anyhow::anyhow!("a pipeline stopped"));
                     }
                 }
                 Some(Err((line, reason))) => {
