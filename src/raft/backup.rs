@@ -27,9 +27,6 @@ use super::state_machine::{
 use super::{LogId, NodeId, NodeInfo, SnapshotMeta, StoredMembership};
 use crate::store::{Store, StoreError, codec};
 
-/// Rows per write batch while loading: bounds memory, not correctness.
-const LOAD_BATCH_ROWS: usize = 10_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(transparent)]
@@ -173,24 +170,15 @@ fn seed(
     store.clear_state()?;
     let tmp = snapshots.join(format!("restore-{}.tmp", unique_suffix()));
     let mut writer = SnapshotWriter::new(File::create(&tmp)?)?;
-    let mut rows = Vec::with_capacity(LOAD_BATCH_ROWS);
-    file::read_rows(backup, |cf, key, value| {
-        let value = if is_membership_row(cf, &key) {
+    state_machine::load_file(&store, backup, |cf, key, value| {
+        let value = if is_membership_row(cf, key) {
             membership_row.clone()
         } else {
             value
         };
-        writer.row(cf, &key, &value)?;
-        rows.push((cf, key, value));
-        if rows.len() >= LOAD_BATCH_ROWS {
-            store
-                .load_state(&rows)
-                .map_err(|e| SnapshotFileError::Malformed(e.to_string()))?;
-            rows.clear();
-        }
-        Ok(())
+        writer.row(cf, key, &value)?;
+        Ok(value)
     })?;
-    store.load_state(&rows)?;
     writer.finish(&SnapshotMeta {
         last_log_id: Some(last),
         last_membership: membership,

@@ -87,13 +87,7 @@ impl StateMachine {
             snapshot_dir: snapshot_dir.to_path_buf(),
         };
         // A backup being written when the process died will never be streamed.
-        for entry in fs::read_dir(snapshot_dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with(BACKUP_FILE_PREFIX) && name.ends_with(".tmp") {
-                fs::remove_file(&path)?;
-            }
-        }
+        remove_tmp_files(snapshot_dir, BACKUP_FILE_PREFIX)?;
         let interrupted: Option<bool> = sm.store.raft_meta(INSTALLING)?;
         if interrupted.is_some() {
             tracing::warn!("finishing a snapshot installation interrupted by a restart");
@@ -211,18 +205,7 @@ impl StateMachine {
             self.path(CURRENT)
         };
         self.store.clear_state()?;
-        let mut rows = Vec::with_capacity(LOAD_BATCH_ROWS);
-        file::read_rows(&source, |cf, key, value| {
-            rows.push((cf, key, value));
-            if rows.len() >= LOAD_BATCH_ROWS {
-                self.store
-                    .load_state(&rows)
-                    .map_err(|e| SnapshotFileError::Malformed(e.to_string()))?;
-                rows.clear();
-            }
-            Ok(())
-        })?;
-        self.store.load_state(&rows)?;
+        load_file(&self.store, &source, |_, _, value| Ok(value))?;
         self.store.sync()?;
         if source == installing {
             fs::rename(&installing, self.path(CURRENT))?;
@@ -245,6 +228,42 @@ impl StateMachine {
             snapshot: Box::new(tokio::fs::File::from_std(handle)),
         }))
     }
+}
+
+/// Loads every row of the snapshot file at `path` into the state-machine column families, in
+/// bounded batches, each row's value as `each` returns it (it may also watch the rows go by).
+/// Returns the file's metadata; the caller syncs.
+pub(crate) fn load_file(
+    store: &Store,
+    path: &Path,
+    mut each: impl FnMut(u8, &[u8], Vec<u8>) -> Result<Vec<u8>, SnapshotFileError>,
+) -> Result<SnapshotMeta, StateMachineError> {
+    let mut rows = Vec::with_capacity(LOAD_BATCH_ROWS);
+    let meta = file::read_rows(path, |cf, key, value| {
+        let value = each(cf, &key, value)?;
+        rows.push((cf, key, value));
+        if rows.len() >= LOAD_BATCH_ROWS {
+            store
+                .load_state(&rows)
+                .map_err(|e| SnapshotFileError::Malformed(e.to_string()))?;
+            rows.clear();
+        }
+        Ok(())
+    })?;
+    store.load_state(&rows)?;
+    Ok(meta)
+}
+
+/// Removes the files of `dir` named `prefix…tmp`: work a crash or an abandoned transfer left.
+fn remove_tmp_files(dir: &Path, prefix: &str) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(prefix) && name.ends_with(".tmp") {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Failures of the state machine's own file and store work, before openraft wraps them.
@@ -513,14 +532,7 @@ impl StateMachine {
     /// Received files that will never be used (an abandoned transfer, a crash). Build files are
     /// left alone: a build may be running.
     fn remove_leftovers(&self) -> std::io::Result<()> {
-        for entry in fs::read_dir(&self.snapshot_dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with("receiving-") && name.ends_with(".tmp") {
-                fs::remove_file(&path)?;
-            }
-        }
-        Ok(())
+        remove_tmp_files(&self.snapshot_dir, "receiving-")
     }
 }
 
@@ -589,7 +601,7 @@ impl StateReader {
                 self.applied = Some(codec::decode(value).map_err(malformed)?);
                 return Ok(());
             }
-            if key == MEMBERSHIP {
+            if is_membership_row(cf, key) {
                 self.membership = codec::decode(value).map_err(malformed)?;
                 return Ok(());
             }

@@ -156,12 +156,7 @@ impl Store {
         let view = self.db.snapshot();
         for row in view.iterator_cf(self.cf(cf::LINKS)?, IteratorMode::Start) {
             let (key, value) = row?;
-            let link = codec::decode(&value).map_err(|source| StoreError::Value {
-                cf: cf::LINKS,
-                key: key.to_vec(),
-                source,
-            })?;
-            if !visit(link) {
+            if !visit(raft_io::decode_row(cf::LINKS, &key, &value)?) {
                 break;
             }
         }

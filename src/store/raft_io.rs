@@ -242,7 +242,7 @@ impl Store {
     }
 }
 
-fn decode_row<T: DeserializeOwned>(
+pub(super) fn decode_row<T: DeserializeOwned>(
     cf: &'static str,
     key: &[u8],
     value: &[u8],
