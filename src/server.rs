@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -120,15 +120,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 
 /// Accepted connections with Nagle's algorithm off: small replies (a search, a raft append
 /// acknowledgement) otherwise wait for the peer's delayed ACK, some 40 ms.
-fn no_delay(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    })
+fn nodelay(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Starts raft and both listeners. Listening starts before bootstrap or join, because joining
@@ -196,7 +189,7 @@ pub async fn start(
     }
     let peer = peer
         .add_service(node.peer_service())
-        .serve_with_incoming_shutdown(no_delay(peer_listener), stopped(signal.clone()));
+        .serve_with_incoming_shutdown(nodelay(peer_listener), stopped(signal.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -241,7 +234,7 @@ pub async fn start(
         .add_service(reflection)
         .add_service(register)
         .add_service(admin)
-        .serve_with_incoming_shutdown(no_delay(client_listener), stopped(signal.clone()));
+        .serve_with_incoming_shutdown(nodelay(client_listener), stopped(signal.clone()));
     tokio::spawn(report_health(node.clone(), health.clone(), drain_signal));
     tokio::spawn(observe::follow_raft(node.clone(), metrics, signal));
     let tasks = vec![

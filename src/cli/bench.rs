@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use linkreg::api::observe::code_name;
 use linkreg::proto::linkreg as pb;
 use linkreg::proto::linkreg::link_register_client::LinkRegisterClient;
 use rand::{Rng, SeedableRng};
@@ -206,37 +207,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 type Client = LinkRegisterClient<InterceptedService<Channel, Bearer>>;
 
-/// The canonical name of a gRPC status code.
-fn grpc_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// `CODE (REASON): message`, the reason being the register's stable code when it gave one.
 fn describe(status: &tonic::Status) -> String {
     let reason = status
         .get_details_error_info()
         .map(|i| format!(" ({})", i.reason))
         .unwrap_or_default();
-    format!("{}{reason}: {}", grpc_name(status.code()), status.message())
+    format!("{}{reason}: {}", code_name(status.code()), status.message())
 }
 
 /// Microseconds from 1 µs to one minute at three significant digits; longer calls are counted
@@ -321,7 +298,7 @@ impl Stats {
                 }
                 self.errors[i].fetch_add(1, Ordering::Relaxed);
                 *lock(&self.by_code)
-                    .entry(grpc_name(status.code()).to_string())
+                    .entry(code_name(status.code()).to_string())
                     .or_default() += 1;
                 if let Some(info) = status.get_details_error_info() {
                     *lock(&self.by_reason).entry(info.reason).or_default() += 1;
@@ -471,7 +448,7 @@ async fn preload(
                     Err(s) if s.code() == tonic::Code::AlreadyExists => &counts.existing,
                     Err(s) => {
                         *lock(&counts.by_code)
-                            .entry(grpc_name(s.code()).to_string())
+                            .entry(code_name(s.code()).to_string())
                             .or_default() += 1;
                         lock(&counts.first_error).get_or_insert_with(|| describe(&s));
                         &counts.errors

@@ -35,7 +35,7 @@ use crate::raft::NodeId;
 use crate::raft::node::RaftNode;
 
 pub use grpc_layer::{GrpcLayer, GrpcMetricsService, ObservedBody};
-pub use metrics::{Format, Metrics, NodeFacts};
+pub use metrics::{Format, Metrics, NodeFacts, code_name};
 
 /// Why a node is not ready to serve local reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
