@@ -192,7 +192,7 @@ fn main() -> ExitCode {
                 let v = checker::check(&ops, &nodes);
                 report(&v);
                 println!("{}", summary(0, &v, 0));
-                if v.passed() {
+                if v.passed() && v.acked_creates > 0 {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)
@@ -439,12 +439,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         eprintln!("chaos: FAILED: {msg}");
         problems.push(msg);
     }
+    // A run in which nothing was acknowledged (a wrong token, say) would check nothing.
+    let exercised = verdict.acked_creates > 0;
+    if !exercised {
+        let msg = "no create was acknowledged: the run checked nothing".to_string();
+        eprintln!("chaos: FAILED: {msg}");
+        problems.push(msg);
+    }
     let line = summary(cycles_done, &verdict, max_unavailable);
     history.write(&Record::Verdict {
         summary: line.clone(),
         problems: problems.clone(),
     });
     let passed = verdict.passed()
+        && exercised
         && failure.is_none()
         && healed
         && without_ack.is_empty()
