@@ -23,6 +23,8 @@ die() {
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 repo=$(dirname "$here")
 mode=release
 skip_without_docker=no
@@ -58,13 +60,7 @@ if ! docker info >/dev/null 2>&1; then
     exit 1
 fi
 
-if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose)
-else
-    die "neither \`docker compose\` nor docker-compose is installed"
-fi
+find_compose || die "neither \`docker compose\` nor docker-compose is installed"
 project=linkreg
 compose_file=$here/compose.yaml
 dc() { "${compose[@]}" -p "$project" -f "$compose_file" "$@"; }
@@ -112,15 +108,6 @@ trap teardown EXIT
 trap 'exit 130' INT TERM
 
 "$here/up.sh" "${up_args[@]}" >&2
-
-# Replacing a member recreates its container with compose: it must get the same --join as
-# up.sh gave it (up.sh settles JOIN_PEERS in its own process).
-if [ -z "${JOIN_PEERS:-}" ]; then
-    join_help=$(docker run --rm linkreg:local serve --help | sed -n '/--join/,/^ *--[a-z]/p')
-    if ! grep -qiE 'comma|list|several|addresses' <<<"$join_help"; then
-        export JOIN_PEERS=node1-peer:7000
-    fi
-fi
 
 echo "chaos: running $checker ${limit[*]} ${extra[*]}" >&2
 started=$SECONDS

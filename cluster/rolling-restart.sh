@@ -10,7 +10,7 @@
 # NODE: the ids to restart (default: every voter). --rebuild first rebuilds linkreg:local with
 # cluster/build-image.sh (with --debug / --binary PATH passed on): an upgrade. The host-side
 # client is target/release/linkreg, target/debug/linkreg with --debug, or PATH.
-# Environment: JOIN_PEERS as for compose.yaml; RESTART_TIMEOUT seconds per wait (default 180).
+# Environment: RESTART_TIMEOUT seconds per wait (default 180).
 set -euo pipefail
 
 die() {
@@ -19,6 +19,8 @@ die() {
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 repo=$(dirname "$here")
 image_args=()
 rebuild=no
@@ -48,13 +50,7 @@ while [ $# -gt 0 ]; do
 done
 timeout=${RESTART_TIMEOUT:-180}
 
-if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose)
-else
-    die "neither \`docker compose\` nor docker-compose is installed"
-fi
+find_compose || die "neither \`docker compose\` nor docker-compose is installed"
 compose+=(-p linkreg -f "$here/compose.yaml")
 command -v python3 >/dev/null 2>&1 || die "python3 is missing: it reads linkreg's JSON output"
 [ -s "$here/secrets/keeper.token" ] || die "cluster/secrets/keeper.token is missing: run cluster/certs.sh"
@@ -64,13 +60,6 @@ if [ "$rebuild" = yes ]; then
     "$here/build-image.sh" "${image_args[@]}"
 fi
 [ -x "$linkreg" ] || die "$linkreg is missing: it is the host-side client (build it, or give --debug / --binary PATH)"
-
-if [ -z "${JOIN_PEERS:-}" ]; then
-    join_help=$(docker run --rm linkreg:local serve --help | sed -n '/--join/,/^ *--[a-z]/p')
-    if ! grep -qiE 'comma|list|several|addresses' <<<"$join_help"; then
-        export JOIN_PEERS=node1-peer:7000
-    fi
-fi
 
 client_addr() { echo "127.0.0.1:5${1}051"; }
 

@@ -15,6 +15,8 @@
 set -euo pipefail -o errtrace
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 repo=$(dirname "$here")
 image_args=()
 linkreg=$repo/target/release/linkreg
@@ -45,14 +47,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose)
-else
+find_compose || {
     echo "runbook-test: FAIL neither \`docker compose\` nor docker-compose is installed" >&2
     exit 1
-fi
+}
 compose+=(-p linkreg -f "$here/compose.yaml")
 dc() { "${compose[@]}" "$@"; }
 for tool in python3 openssl docker; do
@@ -219,17 +217,6 @@ expect_links() { # nodes...: every acknowledged creation found on each node
     echo "links: all $(sort -u "$created" | wc -l) acknowledged links found on nodes $*"
 }
 
-join_peers() {
-    if [ -z "${JOIN_PEERS:-}" ]; then
-        local join_help
-        join_help=$(docker run --rm linkreg:local serve --help | sed -n '/--join/,/^ *--[a-z]/p')
-        if ! grep -qiE 'comma|list|several|addresses' <<<"$join_help"; then
-            export JOIN_PEERS=node1-peer:7000
-            echo "note: this linkreg's --join takes one address: JOIN_PEERS=$JOIN_PEERS"
-        fi
-    fi
-}
-
 ###########################################################################################
 step "fresh start (compose down -v)"
 run env COMPOSE_PROFILES=spare "${compose[@]}" down -v --remove-orphans
@@ -266,7 +253,6 @@ pass
 
 step "bootstrap (cluster/up.sh)"
 run "$here/up.sh" --no-build --binary "$linkreg"
-join_peers
 expect_membership 1,2,3 1 2 3
 expect_equal_digests 1 2 3
 pass

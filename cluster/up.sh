@@ -8,8 +8,7 @@
 #
 # --debug / --binary PATH choose the linkreg binary as for build-image.sh (the same binary is
 # the host-side client); --no-build uses the image linkreg:local as it is.
-# Environment: JOIN_PEERS (see compose.yaml) when --join of this linkreg takes one address only
-# (found out from `linkreg serve --help` when unset); UP_TIMEOUT seconds per wait (default 180).
+# Environment: UP_TIMEOUT seconds per wait (default 180).
 set -euo pipefail
 
 die() {
@@ -18,6 +17,8 @@ die() {
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 repo=$(dirname "$here")
 image_args=()
 build=yes
@@ -45,13 +46,7 @@ while [ $# -gt 0 ]; do
 done
 timeout=${UP_TIMEOUT:-180}
 
-if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose)
-else
-    die "neither \`docker compose\` nor docker-compose is installed"
-fi
+find_compose || die "neither \`docker compose\` nor docker-compose is installed"
 compose+=(-p linkreg -f "$here/compose.yaml")
 command -v python3 >/dev/null 2>&1 || die "python3 is missing: it reads linkreg's JSON output"
 
@@ -62,15 +57,6 @@ fi
 [ -x "$linkreg" ] || die "$linkreg is missing: it is the host-side client (build it, or give --debug / --binary PATH)"
 "$here/certs.sh" --binary "$linkreg"
 docker image inspect linkreg:local >/dev/null 2>&1 || die "image linkreg:local is missing: run cluster/build-image.sh"
-
-if [ -z "${JOIN_PEERS:-}" ]; then
-    # A --join that takes a list says so in its help; an older one takes one address.
-    join_help=$(docker run --rm linkreg:local serve --help | sed -n '/--join/,/^ *--[a-z]/p')
-    if ! grep -qiE 'comma|list|several|addresses' <<<"$join_help"; then
-        export JOIN_PEERS=node1-peer:7000
-        echo "up: this linkreg's --join takes one address: nodes join through $JOIN_PEERS"
-    fi
-fi
 
 token=$(cat "$here/secrets/keeper.token")
 status() { # client address -> status JSON on stdout
