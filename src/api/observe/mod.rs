@@ -130,25 +130,19 @@ async fn scrape(State(http): State<Arc<Http>>, headers: HeaderMap) -> Response {
     );
     let metrics = http.metrics.clone();
     // RocksDB properties and /proc are read while encoding: cheap, but blocking calls.
-    match tokio::task::spawn_blocking(move || metrics.encode(format)).await {
-        Ok(Ok(text)) => ([(header::CONTENT_TYPE, format.content_type())], text).into_response(),
-        Ok(Err(e)) => {
-            tracing::error!("encoding the metrics: {e}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot encode the metrics\n",
-            )
-                .into_response()
+    let why = match tokio::task::spawn_blocking(move || metrics.encode(format)).await {
+        Ok(Ok(text)) => {
+            return ([(header::CONTENT_TYPE, format.content_type())], text).into_response();
         }
-        Err(e) => {
-            tracing::error!("metrics task: {e}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot encode the metrics\n",
-            )
-                .into_response()
-        }
-    }
+        Ok(Err(e)) => format!("encoding the metrics: {e}"),
+        Err(e) => format!("metrics task: {e}"),
+    };
+    tracing::error!("{why}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cannot encode the metrics\n",
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
