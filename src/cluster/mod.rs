@@ -40,6 +40,27 @@ fn leader_hint(id: &Option<NodeId>, node: &Option<NodeInfo>) -> String {
     }
 }
 
+/// A raft role as status replies and `/metrics` name it: clients and dashboards match on these
+/// strings, so they are spelled in this one place.
+pub const fn state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// Every role's name, for a gauge that shows all of them (0 but for the current one).
+pub const STATE_NAMES: [&str; 5] = [
+    state_name(ServerState::Leader),
+    state_name(ServerState::Follower),
+    state_name(ServerState::Candidate),
+    state_name(ServerState::Learner),
+    state_name(ServerState::Shutdown),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberStatus {
     pub id: NodeId,
@@ -98,13 +119,7 @@ pub fn status(node: &RaftNode) -> Status {
         .collect();
     Status {
         node_id: node.id,
-        state: match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        },
+        state: state_name(m.state),
         leader_id: m.current_leader,
         term: m.current_term,
         last_log_index: m.last_log_index,

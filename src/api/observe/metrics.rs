@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::ServerState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -406,7 +407,7 @@ pub fn code_name(code: Code) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFacts {
     pub node_id: NodeId,
-    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    /// One of [`cluster::STATE_NAMES`].
     pub state: &'static str,
     pub term: u64,
     pub leader: Option<NodeId>,
@@ -422,8 +423,6 @@ pub struct NodeFacts {
     pub learners: usize,
     pub column_families: Vec<ColumnFamilyStats>,
 }
-
-const STATES: [&str; 5] = ["leader", "follower", "candidate", "learner", "shutdown"];
 
 impl NodeFacts {
     pub fn of(node: &RaftNode) -> NodeFacts {
@@ -479,7 +478,7 @@ impl NodeFacts {
             e,
             "linkreg_raft_is_leader",
             "1 when this node is the leader",
-            i64::from(self.state == "leader"),
+            i64::from(self.state == cluster::state_name(ServerState::Leader)),
         )?;
         {
             let mut m = e.encode_descriptor(
@@ -488,7 +487,7 @@ impl NodeFacts {
                 None,
                 MetricType::Gauge,
             )?;
-            for state in STATES {
+            for state in cluster::STATE_NAMES {
                 let labels = [("state", state)];
                 ConstGauge::new(i64::from(self.state == state))
                     .encode(m.encode_family(&labels)?)?;
