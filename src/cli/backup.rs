@@ -56,6 +56,12 @@ pub struct RestoreArgs {
     node: ServeArgs,
 }
 
+impl RestoreArgs {
+    pub fn log_format(&self) -> super::LogFormat {
+        self.node.log_format()
+    }
+}
+
 fn fsync_dir(dir: &Path) -> anyhow::Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())

@@ -81,10 +81,12 @@ pub enum LogFormat {
 }
 
 impl Cli {
-    /// The log format the command asks for: `serve --log-format`, human otherwise.
+    /// The log format the command asks for: `--log-format` of `serve` and of `restore` (which
+    /// takes serve's flags), human otherwise.
     pub fn log_format(&self) -> LogFormat {
         match &self.command {
             Command::Serve(args) => args.log_format(),
+            Command::Restore(args) => args.log_format(),
             _ => LogFormat::default(),
         }
     }
@@ -107,5 +109,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ssin(command) => ssin::run(command),
         Command::Gen(args) => r#gen::run(args),
         Command::Bench(args) => bench::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_logs_as_its_log_format_flag_asks() {
+        let cli = Cli::try_parse_from([
+            "linkreg",
+            "restore",
+            "--from",
+            "backup",
+            "--log-format",
+            "json",
+        ])
+        .expect("restore takes serve's flags");
+        assert_eq!(cli.log_format(), LogFormat::Json);
     }
 }
