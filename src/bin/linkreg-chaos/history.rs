@@ -151,6 +151,9 @@ pub struct FaultRecord {
     /// When the cluster was healthy again (leader, every voter reachable and caught up).
     #[serde(default)]
     pub healthy_ms: Option<u64>,
+    /// Whether the fault took the leader away (`Fault::loses_leader`).
+    #[serde(default)]
+    pub loses_leader: bool,
     /// For faults that lose the leader: injection to the next acknowledged write.
     #[serde(default)]
     pub unavailable_ms: Option<u64>,

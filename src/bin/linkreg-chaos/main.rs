@@ -24,7 +24,7 @@ use linkreg::proto::linkreg as pb;
 use linkreg::proto::linkreg::link_register_client::LinkRegisterClient;
 
 use crate::checker::Verdict;
-use crate::history::{History, NodeState, ObservedLink, Record, Validity};
+use crate::history::{FaultRecord, History, NodeState, ObservedLink, Record, Validity};
 use crate::nemesis::{Docker, Fault, Nemesis};
 use crate::net::{Bearer, Cluster, connect};
 use crate::rng::Rng;
@@ -161,6 +161,15 @@ fn summary(cycles: u32, v: &Verdict, max_unavailable_ms: u64) -> String {
         v.phantoms,
         if v.digests_equal { "equal" } else { "differ" },
     )
+}
+
+/// The cycles whose fault took the leader away and after which no write was acknowledged.
+fn without_ack(records: &[FaultRecord]) -> Vec<u32> {
+    records
+        .iter()
+        .filter(|r| r.loses_leader && r.unavailable_ms.is_none())
+        .map(|r| r.cycle)
+        .collect()
 }
 
 fn report(v: &Verdict) {
@@ -407,17 +416,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .filter_map(|r| r.unavailable_ms)
         .max()
         .unwrap_or(0);
-    let without_ack: Vec<u32> = records
-        .iter()
-        .filter(|r| {
-            r.unavailable_ms.is_none()
-                && matches!(
-                    r.fault.as_str(),
-                    "kill-leader" | "isolate-leader" | "restart-all"
-                )
-        })
-        .map(|r| r.cycle)
-        .collect();
+    let without_ack = without_ack(&records);
     report(&verdict);
     let mut problems = verdict.problems.clone();
     if let Some(f) = &failure {
@@ -555,6 +554,30 @@ mod tests {
             assert!(Ssin::parse(s, today).is_ok(), "{s}");
         }
         assert_eq!(pool, ssin_pool(200));
+    }
+
+    #[test]
+    fn isolating_the_leader_needs_a_write_acknowledged_after_it() {
+        let record = |cycle, fault: Fault, target, unavailable_ms| FaultRecord {
+            cycle,
+            fault: fault.name().to_string(),
+            nodes: vec![target],
+            injected_ms: 0,
+            held_ms: 0,
+            healed_ms: 0,
+            healthy_ms: Some(0),
+            loses_leader: fault.loses_leader(Some(1), &[target]),
+            unavailable_ms,
+            note: None,
+        };
+        let records = [
+            record(1, Fault::IsolateNode, 1, None),
+            record(2, Fault::IsolateNode, 2, None),
+            record(3, Fault::KillLeader, 1, None),
+            record(4, Fault::IsolateNode, 1, Some(800)),
+            record(5, Fault::PauseFollower, 3, None),
+        ];
+        assert_eq!(without_ack(&records), [1, 3]);
     }
 
     #[test]

@@ -56,6 +56,17 @@ impl Fault {
         }
     }
 
+    /// Whether applying this fault to `targets` takes away the leader, so that no write can be
+    /// acknowledged until a new one is elected or the old one is back: the run then insists on
+    /// an acknowledged write after the fault.
+    pub fn loses_leader(self, leader: Option<u64>, targets: &[u64]) -> bool {
+        match self {
+            Fault::KillLeader | Fault::IsolateLeader | Fault::RestartAll => true,
+            Fault::IsolateNode => leader.is_some_and(|l| targets.contains(&l)),
+            Fault::PauseFollower | Fault::RemoveReadd => false,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Fault, String> {
         ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| {
             let names: Vec<&str> = ALL.iter().map(|f| f.name()).collect();
@@ -366,11 +377,7 @@ impl Nemesis {
             Fault::IsolateNode => vec![random],
             Fault::RestartAll => ids.clone(),
         };
-        let loses_leader = match fault {
-            Fault::KillLeader | Fault::IsolateLeader | Fault::RestartAll => true,
-            Fault::IsolateNode => leader == Some(random),
-            Fault::PauseFollower | Fault::RemoveReadd => false,
-        };
+        let loses_leader = fault.loses_leader(leader, &targets);
         let members: Vec<Member> = targets
             .iter()
             .map(|id| self.member(*id).cloned())
@@ -434,6 +441,7 @@ impl Nemesis {
             held_ms: healed_ms.saturating_sub(injected_ms),
             healed_ms,
             healthy_ms: None,
+            loses_leader,
             unavailable_ms: None,
             note,
         };
