@@ -336,15 +336,18 @@ impl Cluster {
             }
             let why = match leader.and_then(|l| self.index_of(l.node_id)) {
                 None => "no leader".to_string(),
-                Some(at) => {
-                    let mut admin = self.admin(at).await?;
-                    let mut request = tonic::Request::new(pb::MemberRequest { id });
-                    request.set_timeout(Duration::from_secs(10));
-                    match admin.remove(request).await {
-                        Ok(_) => return Ok(()),
-                        Err(s) => format!("{:?} {:?} {}", s.code(), reason(&s), s.message()),
+                // The leader may be restarting or not yet reachable: try again, as for a refusal.
+                Some(at) => match self.admin(at).await {
+                    Err(e) => format!("{e:#}"),
+                    Ok(mut admin) => {
+                        let mut request = tonic::Request::new(pb::MemberRequest { id });
+                        request.set_timeout(Duration::from_secs(10));
+                        match admin.remove(request).await {
+                            Ok(_) => return Ok(()),
+                            Err(s) => format!("{:?} {:?} {}", s.code(), reason(&s), s.message()),
+                        }
                     }
-                }
+                },
             };
             if tokio::time::Instant::now() >= deadline {
                 bail!("could not remove node {id} within {timeout:?}: {why}");
