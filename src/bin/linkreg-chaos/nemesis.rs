@@ -331,17 +331,13 @@ impl Nemesis {
         if m.id == 1 {
             // compose.yaml starts node1 with --init; a node1 whose data is gone must join the
             // others instead, or it would found a cluster of its own.
-            let mut others: Vec<String> = self
+            let others: Vec<String> = self
                 .members
                 .iter()
                 .filter(|o| o.id != m.id)
                 .filter_map(|o| o.aliases.iter().find(|a| a.ends_with("-peer")))
                 .map(|a| format!("{a}:{PEER_PORT}"))
                 .collect();
-            // JOIN_PEERS without a comma: a linkreg whose --join takes one address (up.sh).
-            if std::env::var("JOIN_PEERS").is_ok_and(|j| !j.contains(',')) {
-                others.truncate(1);
-            }
             env.push((
                 "NODE1_START".to_string(),
                 format!("--join {}", others.join(",")),
