@@ -10,7 +10,7 @@ use super::network::{Faults, MAX_MESSAGE, Network, PeerTransport};
 use super::peer::PeerService;
 use super::{LogStore, NodeId, NodeInfo, StateMachine, StateMachineError, TypeConfig};
 use crate::proto::raft::raft_peer_server::RaftPeerServer;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreTuning};
 
 /// Timing and compaction knobs. Defaults suit a LAN or containers on a busy two-core machine;
 /// tests shrink the snapshot threshold to exercise snapshots.
@@ -27,6 +27,8 @@ pub struct Tuning {
     pub purge_batch: u64,
     /// Bytes an append request may carry before it is split into shorter runs of entries.
     pub append_budget: usize,
+    /// The store's memory budget.
+    pub store: StoreTuning,
 }
 
 impl Default for Tuning {
@@ -39,6 +41,7 @@ impl Default for Tuning {
             keep_behind_snapshot: 5_000,
             append_budget: 16 * 1024 * 1024,
             purge_batch: 256,
+            store: StoreTuning::default(),
         }
     }
 }
@@ -139,7 +142,8 @@ impl RaftNode {
         .map_err(|e| NodeError::Config(e.to_string()))?;
         debug_assert!(config.snapshot_max_chunk_size as usize <= MAX_MESSAGE);
         let dir = db_dir(data_dir);
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        let store_tuning = tuning.store;
+        let store = tokio::task::spawn_blocking(move || Store::open_tuned(&dir, &store_tuning))
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))??;
         let store = Arc::new(store);

@@ -11,15 +11,13 @@
 pub mod cf;
 pub mod codec;
 pub mod keys;
+mod options;
 mod raft_io;
 pub mod stats;
 
 use std::path::Path;
 
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions,
-    WriteBatch, WriteOptions,
-};
+use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -29,6 +27,7 @@ use crate::domain::{
 };
 use codec::CodecError;
 use keys::KeyError;
+pub use options::StoreTuning;
 
 const NEXT_LINK_ID: &[u8] = b"next_link_id";
 
@@ -65,15 +64,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. A new store starts with the seed key-type catalogue.
+    /// Opens (or creates) the store in `dir` with the default memory budget.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        let descriptors = cf::ALL
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir, descriptors)?;
+        Store::open_tuned(dir, &StoreTuning::default())
+    }
+
+    /// Opens (or creates) the store in `dir`. A new store starts with the seed key-type catalogue.
+    pub fn open_tuned(dir: &Path, tuning: &StoreTuning) -> Result<Store, StoreError> {
+        let db = DB::open_cf_descriptors(
+            &options::db_options(tuning),
+            dir,
+            options::descriptors(tuning),
+        )?;
         let store = Store { db };
         store.seed_if_new()?;
         Ok(store)
@@ -142,6 +144,9 @@ impl Store {
         if let Some(bound) = keys::prefix_upper_bound(prefix) {
             options.set_iterate_upper_bound(bound);
         }
+        // Lets the index column families' prefix blooms skip files without the prefix; where
+        // a family has no prefix extractor it changes nothing.
+        options.set_prefix_same_as_start(true);
         let rows = self.db.iterator_cf_opt(
             self.cf(cf)?,
             options,
@@ -154,7 +159,11 @@ impl Store {
     /// stop early.
     pub fn for_each_link(&self, mut visit: impl FnMut(Link) -> bool) -> Result<(), StoreError> {
         let view = self.db.snapshot();
-        for row in view.iterator_cf(self.cf(cf::LINKS)?, IteratorMode::Start) {
+        for row in view.iterator_cf_opt(
+            self.cf(cf::LINKS)?,
+            options::full_scan(),
+            IteratorMode::Start,
+        ) {
             let (key, value) = row?;
             if !visit(raft_io::decode_row(cf::LINKS, &key, &value)?) {
                 break;
@@ -177,11 +186,18 @@ impl Store {
     /// together with whatever bookkeeping must be atomic with it.
     pub fn stage(&self, batch: &mut WriteBatch, change: &Change) -> Result<(), StoreError> {
         match change {
-            Change::LinkCreated { link } => self.stage_created(batch, link)?,
-            // Ids are consecutive in row order: the last one sets `next_link_id`.
+            Change::LinkCreated { link } => {
+                self.stage_created(batch, link)?;
+                self.stage_next_link_id(batch, link)?;
+            }
+            // Ids are consecutive in row order: the last one sets `next_link_id`, once, since
+            // the memtable would keep every overwritten version until a flush.
             Change::LinksImported { links } => {
                 for link in links {
                     self.stage_created(batch, link)?;
+                }
+                if let Some(last) = links.last() {
+                    self.stage_next_link_id(batch, last)?;
                 }
             }
             // Only the validity changes, and no index covers it.
@@ -226,7 +242,11 @@ impl Store {
         for (cf, key) in index_rows(link) {
             batch.put_cf(self.cf(cf)?, key, []);
         }
-        let next = link.id.0.saturating_add(1);
+        Ok(())
+    }
+
+    fn stage_next_link_id(&self, batch: &mut WriteBatch, last: &Link) -> Result<(), StoreError> {
+        let next = last.id.0.saturating_add(1);
         self.put(batch, cf::SM_META, NEXT_LINK_ID, &next)
     }
 

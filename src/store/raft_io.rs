@@ -202,7 +202,11 @@ impl Store {
     ) -> Result<Result<(), E>, StoreError> {
         let view = self.db.snapshot();
         for (index, name) in cf::STATE_MACHINE.iter().enumerate() {
-            for row in view.iterator_cf(self.cf(name)?, IteratorMode::Start) {
+            for row in view.iterator_cf_opt(
+                self.cf(name)?,
+                super::options::full_scan(),
+                IteratorMode::Start,
+            ) {
                 let (key, value) = row?;
                 if let Err(e) = visit(index as u8, &key, &value) {
                     return Ok(Err(e));
@@ -218,7 +222,10 @@ impl Store {
         let mut batch = WriteBatch::default();
         for name in cf::STATE_MACHINE {
             let handle = self.cf(name)?;
-            let last = self.db.iterator_cf(handle, IteratorMode::End).next();
+            let last = self
+                .db
+                .iterator_cf_opt(handle, super::options::full_scan(), IteratorMode::End)
+                .next();
             if let Some(row) = last {
                 let (key, _) = row?;
                 let mut end = key.to_vec();
