@@ -5,6 +5,7 @@
 #   cluster/loopback.sh start [--binary PATH]   fresh data in target/loopback/, nodes 1-3
 #   cluster/loopback.sh stop                    SIGTERM all three, wait for them
 #   cluster/loopback.sh rss                     peak RSS (VmHWM) of each running node, in MiB
+#   cluster/loopback.sh cpu                     CPU seconds (user + system) each node has used
 #
 # Client gRPC on 127.0.0.1:50051, 50061, 50071; peers on 50052, 50062, 50072; HTTP on 8081-8083.
 # Tokens: target/loopback/keeper.token and writer.token. Default binary: target/release/linkreg.
@@ -65,6 +66,16 @@ rss)
         pid=$(cat "$dir/n$n/pid" 2>/dev/null || true)
         [ -n "$pid" ] || continue
         awk -v n="$n" '/VmHWM/ { printf "node %s peak RSS %.0f MiB\n", n, $2 / 1024 }' "/proc/$pid/status"
+    done
+    ;;
+cpu)
+    # Fields 14 and 15 of /proc/PID/stat, in clock ticks. The command name (field 2) holds no
+    # spaces here, so plain field splitting is safe.
+    ticks=$(getconf CLK_TCK)
+    for n in 1 2 3; do
+        pid=$(cat "$dir/n$n/pid" 2>/dev/null || true)
+        [ -n "$pid" ] || continue
+        awk -v n="$n" -v t="$ticks" '{ printf "node %s cpu %.2f s\n", n, ($14 + $15) / t }' "/proc/$pid/stat"
     done
     ;;
 *)

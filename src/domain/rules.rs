@@ -6,6 +6,8 @@
 //! nothing; because the verdict depends only on the state and the command, every replica reaches
 //! the same one.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::command::{
@@ -165,16 +167,13 @@ fn import_links<V: RegisterView>(
     command: &Command,
     c: &ImportLinks,
 ) -> Result<Decision, Fail<V::Error>> {
-    let mut pending = Pending {
-        base: view,
-        created: Vec::new(),
-    };
+    let mut pending = Pending::new(view);
     let mut outcomes = Vec::with_capacity(c.rows.len());
     for row in &c.rows {
         let outcome = match new_link(&pending, command, row) {
             Ok(link) => {
                 let id = link.id;
-                pending.created.push(link);
+                pending.push(link);
                 RowOutcome::Created(id)
             }
             Err(Fail::Rule(DomainError::LinkExists { existing })) => {
@@ -194,17 +193,59 @@ fn import_links<V: RegisterView>(
 }
 
 /// The register as the next row of an import sees it: the stored state plus the links the
-/// earlier rows created.
+/// earlier rows created. The earlier rows are indexed like the store's own indexes, so a batch
+/// costs the same per row whatever its size; each index keeps row order.
 struct Pending<'a, V> {
     base: &'a V,
     created: Vec<Link>,
+    by_ssin: HashMap<Ssin, Vec<usize>>,
+    by_key: HashMap<(Country, KeyTypeCode, String), Vec<usize>>,
+}
+
+impl<'a, V> Pending<'a, V> {
+    fn new(base: &'a V) -> Self {
+        Pending {
+            base,
+            created: Vec::new(),
+            by_ssin: HashMap::new(),
+            by_key: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, link: Link) {
+        let at = self.created.len();
+        self.by_ssin.entry(link.ssin).or_default().push(at);
+        let fk = &link.foreign_key;
+        let key = (
+            fk.country,
+            fk.key_type.clone(),
+            fk.value.normalized().to_string(),
+        );
+        self.by_key.entry(key).or_default().push(at);
+        self.created.push(link);
+    }
+
+    fn links_at(&self, positions: Option<&Vec<usize>>) -> Vec<Link> {
+        positions
+            .into_iter()
+            .flatten()
+            .filter_map(|at| self.created.get(*at).cloned())
+            .collect()
+    }
 }
 
 impl<V: RegisterView> RegisterView for Pending<'_, V> {
     type Error = V::Error;
 
     fn link(&self, id: LinkId) -> Result<Option<Link>, Self::Error> {
-        match self.created.iter().find(|l| l.id == id) {
+        // Created ids are consecutive in row order.
+        let first = self.created.first().map_or(u64::MAX, |l| l.id.0);
+        let found =
+            id.0.checked_sub(first)
+                .and_then(|at| usize::try_from(at).ok())
+                .and_then(|at| self.created.get(at))
+                .filter(|l| l.id == id);
+        match found {
             Some(link) => Ok(Some(link.clone())),
             None => self.base.link(id),
         }
@@ -212,7 +253,7 @@ impl<V: RegisterView> RegisterView for Pending<'_, V> {
 
     fn links_by_ssin(&self, ssin: &Ssin) -> Result<Vec<Link>, Self::Error> {
         let mut links = self.base.links_by_ssin(ssin)?;
-        links.extend(self.created.iter().filter(|l| l.ssin == *ssin).cloned());
+        links.extend(self.links_at(self.by_ssin.get(ssin)));
         Ok(links)
     }
 
@@ -225,16 +266,8 @@ impl<V: RegisterView> RegisterView for Pending<'_, V> {
         let mut links = self
             .base
             .links_by_foreign_key(country, key_type, normalized_value)?;
-        links.extend(
-            self.created
-                .iter()
-                .filter(|l| {
-                    l.foreign_key.country == country
-                        && l.foreign_key.key_type == *key_type
-                        && l.foreign_key.value.normalized() == normalized_value
-                })
-                .cloned(),
-        );
+        let key = (country, key_type.clone(), normalized_value.to_string());
+        links.extend(self.links_at(self.by_key.get(&key)));
         Ok(links)
     }
 
