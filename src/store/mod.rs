@@ -192,14 +192,7 @@ impl Store {
             }
             // Ids are consecutive in row order: the last one sets `next_link_id`, once, since
             // the memtable would keep every overwritten version until a flush.
-            Change::LinksImported { links } => {
-                for link in links {
-                    self.stage_created(batch, link)?;
-                }
-                if let Some(last) = links.last() {
-                    self.stage_next_link_id(batch, last)?;
-                }
-            }
+            Change::LinksImported { links } => self.stage_imported(batch, links)?,
             // Only the validity changes, and no index covers it.
             Change::LinkValidityChanged { after, .. } => {
                 self.put(batch, cf::LINKS, &keys::link(after.id), after)?;
@@ -243,6 +236,35 @@ impl Store {
             batch.put_cf(self.cf(cf)?, key, []);
         }
         Ok(())
+    }
+
+    /// Like one `stage_created` per link, with each index's rows put in key order: RocksDB's
+    /// memtable inserts a key next to the one before it cheaply, while random keys make it
+    /// search its skip list again (most of a replica's write cost, by profile). The rows of an
+    /// import have distinct keys, so their order in the batch changes nothing else.
+    fn stage_imported(&self, batch: &mut WriteBatch, links: &[Link]) -> Result<(), StoreError> {
+        let mut by_ssin = Vec::with_capacity(links.len());
+        let mut by_key = Vec::with_capacity(links.len());
+        for link in links {
+            self.put(batch, cf::LINKS, &keys::link(link.id), link)?;
+            let [ssin, key] = index_rows(link);
+            by_ssin.push(ssin.1);
+            by_key.push(key.1);
+        }
+        for (name, mut rows) in [
+            (cf::LINKS_BY_SSIN, by_ssin),
+            (cf::LINKS_BY_FOREIGN_KEY, by_key),
+        ] {
+            rows.sort_unstable();
+            let handle = self.cf(name)?;
+            for row in rows {
+                batch.put_cf(handle, row, []);
+            }
+        }
+        match links.last() {
+            Some(last) => self.stage_next_link_id(batch, last),
+            None => Ok(()),
+        }
     }
 
     fn stage_next_link_id(&self, batch: &mut WriteBatch, last: &Link) -> Result<(), StoreError> {
