@@ -720,8 +720,6 @@ async fn a_restarted_follower_catches_up_from_the_log() {
 /// and openraft sends shorter runs until the follower has caught up from the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_large_import_entries_catches_up_from_the_log() {
-    use linkreg::domain::command::ImportLinks;
-    use linkreg::domain::{RegisterView, RowOutcome};
     let c = Cluster::new(
         3,
         Tuning {
@@ -730,6 +728,37 @@ async fn a_follower_behind_large_import_entries_catches_up_from_the_log() {
         },
     )
     .await;
+    let cut = fall_behind_by_eight_imports(&c).await;
+    c.faults.heal();
+    c.converge().await;
+    assert_caught_up_from_the_log(&c, cut);
+    c.shutdown().await;
+}
+
+/// The same backlog, within the append budget, to a follower that takes it slowly: the whole
+/// run needs three times openraft's append timeout (the heartbeat interval), one entry less
+/// than half. openraft resends a timed-out run unchanged, so without shorter runs after a
+/// timeout the follower would never catch up (what stopped a 10M-link import at 4M).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_too_slow_for_the_whole_backlog_catches_up_in_shorter_runs() {
+    let c = Cluster::new(3, tuning()).await;
+    let cut = fall_behind_by_eight_imports(&c).await;
+    c.faults.heal();
+    // About 20 KiB per entry, 160 KiB in all: 160 ms at 1 KiB/ms against a 50 ms timeout.
+    for other in [1, 2, 3] {
+        if other != cut {
+            c.faults.throttle(other, cut, 1024);
+        }
+    }
+    c.converge().await;
+    assert_caught_up_from_the_log(&c, cut);
+    c.shutdown().await;
+}
+
+/// Cuts a follower off, imports eight entries of 200 rows each, and returns the follower.
+async fn fall_behind_by_eight_imports(c: &Cluster) -> u64 {
+    use linkreg::domain::RowOutcome;
+    use linkreg::domain::command::ImportLinks;
     let leader = c.leader(&[1, 2, 3]).await;
     let cut = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     c.converge().await;
@@ -761,10 +790,12 @@ async fn a_follower_behind_large_import_entries_catches_up_from_the_log() {
     }
     assert_eq!(created, 8 * rows_per_batch as usize);
     // Eight entries of some 20 KiB each: several times what one append may carry.
-    c.faults.heal();
-    c.converge().await;
+    cut
+}
+
+fn assert_caught_up_from_the_log(c: &Cluster, cut: u64) {
+    use linkreg::domain::RegisterView;
     let store = &c.node(cut).node.store;
-    assert_eq!(store.next_link_id().unwrap().0 - 1, created as u64);
+    assert_eq!(store.next_link_id().unwrap().0 - 1, 8 * 200);
     assert_eq!(cluster::status(&c.node(cut).node).snapshot_index, None);
-    c.shutdown().await;
 }

@@ -38,6 +38,9 @@ struct FaultState {
     /// (from, to) pairs whose messages are dropped.
     cut: HashSet<(NodeId, NodeId)>,
     delay: HashMap<(NodeId, NodeId), Duration>,
+    /// (from, to) pairs whose messages take their size divided by this many bytes per
+    /// millisecond: a slow link, or a peer too busy to take a large message at once.
+    throttle: HashMap<(NodeId, NodeId), usize>,
 }
 
 impl Faults {
@@ -69,12 +72,24 @@ impl Faults {
         self.with(|s| s.delay.insert((from, to), by));
     }
 
+    pub fn throttle(&self, from: NodeId, to: NodeId, bytes_per_ms: usize) {
+        self.with(|s| s.throttle.insert((from, to), bytes_per_ms.max(1)));
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
         self.with(|s| {
             s.cut.clear();
             s.delay.clear();
+            s.throttle.clear();
         });
+    }
+
+    fn transfer_time(&self, from: NodeId, to: NodeId, bytes: usize) -> Option<Duration> {
+        self.with(|s| {
+            let rate = *s.throttle.get(&(from, to))?;
+            Some(Duration::from_millis((bytes / rate) as u64))
+        })
     }
 
     /// Whether `from` may currently reach `to` (the service's forwards obey the same faults).
@@ -174,6 +189,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConnection {
         PeerConnection {
             append_budget: self.append_budget,
+            max_append_budget: self.append_budget,
+            append_in_flight: false,
             from: self.from,
             target,
             client: self
@@ -186,8 +203,20 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// The least an append may be cut down to; a single entry is always sent whatever its size.
+const MIN_APPEND_BUDGET: usize = 16 * 1024;
+
 pub struct PeerConnection {
+    /// What the next append may carry. openraft bounds every append by the heartbeat interval
+    /// and resends the same run after a timeout, so a run too large for the follower to take
+    /// in that time would time out for ever: a lagging follower would never catch up (seen
+    /// after 4M imported links, with every node idle). An append that timed out halves this;
+    /// each one that completes wins a quarter back, up to the configured budget.
     append_budget: usize,
+    max_append_budget: usize,
+    /// Set while an append is under way; still set at the next call means openraft gave up on
+    /// it (dropped the future at its timeout).
+    append_in_flight: bool,
     from: NodeId,
     target: NodeId,
     client: Result<RaftPeerClient<Channel>, String>,
@@ -224,22 +253,42 @@ impl PeerConnection {
             RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
         };
         let payload = encode(request).map_err(|e| network(&e))?;
+        let appending = matches!(method, Method::AppendEntries);
+        if appending && std::mem::take(&mut self.append_in_flight) {
+            self.append_budget =
+                (self.append_budget / 2).max(MIN_APPEND_BUDGET.min(self.max_append_budget));
+            tracing::debug!(
+                target = self.target,
+                budget = self.append_budget,
+                "append timed out: sending shorter runs"
+            );
+        }
         // Entries of bulk imports are large: a follower far behind would be sent more than a
-        // message may hold. Ask openraft for a shorter run instead (it retries at once).
-        if let Method::AppendEntries = method
-            && payload.data.len() > self.append_budget
-            && entries > 1
-        {
+        // message may hold, or than it can take within openraft's timeout. Ask openraft for a
+        // shorter run instead (it retries at once).
+        if appending && payload.data.len() > self.append_budget && entries > 1 {
             let fits = entries as u64 * self.append_budget as u64 / payload.data.len() as u64;
             return Err(PayloadTooLarge::new_entries_hint(fits.max(1)).into());
         }
+        let transfer = self
+            .faults
+            .transfer_time(self.from, self.target, payload.data.len());
         let mut req = tonic::Request::new(payload);
         req.set_timeout(option.hard_ttl());
+        self.append_in_flight = appending;
+        if let Some(transfer) = transfer {
+            tokio::time::sleep(transfer).await;
+        }
         let reply = match method {
             Method::AppendEntries => client.append_entries(req).await,
             Method::Vote => client.vote(req).await,
             Method::InstallSnapshot => client.install_snapshot(req).await,
         };
+        if appending {
+            self.append_in_flight = false;
+            self.append_budget =
+                (self.append_budget + self.append_budget / 4).min(self.max_append_budget);
+        }
         let reply = reply.map_err(|status| match status.code() {
             tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
             _ => network(&status),

@@ -39,7 +39,7 @@ impl Default for Tuning {
             election_max_ms: 1000,
             snapshot_every: 20_000,
             keep_behind_snapshot: 5_000,
-            append_budget: 16 * 1024 * 1024,
+            append_budget: 4 * 1024 * 1024,
             purge_batch: 256,
             store: StoreTuning::default(),
         }
