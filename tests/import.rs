@@ -5,10 +5,12 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use linkreg::api::auth::Callers;
 use linkreg::domain::{Caller, LinkId, Organization, RegisterView, Role};
+use linkreg::proto::linkreg as pb;
 use linkreg::server::Running;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -371,4 +373,245 @@ async fn a_refused_import_stops_with_the_reason_instead_of_waiting_for_ever() {
     assert!(stderr.contains("permission denied"), "{stderr}");
     assert_eq!(link_count(&node), 0);
     node.stop().await;
+}
+
+/// A stand-in for a node that serves only `ImportLinks`, creating every row, on a schedule of
+/// its own: the answers for every pipeline but the first come as soon as each pipeline has a
+/// batch in flight (and a moment more), the first pipeline's only after many of the others'.
+struct Scheduled {
+    pipelines: usize,
+    /// The client ids (one per pipeline) that have sent a batch.
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When the last pipeline sent its first batch.
+    all_in_flight: std::sync::OnceLock<tokio::time::Instant>,
+    /// Answers given to the other pipelines.
+    others_answered: std::sync::atomic::AtomicUsize,
+    /// When enough of them had been answered.
+    others_done: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl Scheduled {
+    /// How many answers to the other pipelines pipeline 0 waits for: more than the importer's
+    /// 64 buffered reports, fewer than the others' 3 batches in flight or queued each.
+    const OTHERS_FIRST: usize = 100;
+
+    async fn wait_for(cell: &std::sync::OnceLock<tokio::time::Instant>, then: Duration) {
+        loop {
+            if let Some(at) = cell.get() {
+                tokio::time::sleep_until(*at + then).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+type Reply<T> = Result<tonic::Response<T>, tonic::Status>;
+
+#[tonic::async_trait]
+impl pb::link_register_server::LinkRegister for Scheduled {
+    async fn import_links(
+        &self,
+        request: tonic::Request<pb::ImportLinksRequest>,
+    ) -> Reply<pb::ImportLinksResponse> {
+        let request = request.into_inner();
+        let client = request.client_id.unwrap_or_default();
+        let first = client.ends_with("-0");
+        {
+            let mut seen = self.seen.lock().unwrap();
+            seen.insert(client);
+            if seen.len() == self.pipelines {
+                let _ = self.all_in_flight.set(tokio::time::Instant::now());
+            }
+        }
+        // By then the importer has handed every pipeline a batch and filled its queue.
+        Self::wait_for(&self.all_in_flight, Duration::from_millis(300)).await;
+        if first {
+            // By then the others' answers have reached the importer.
+            Self::wait_for(&self.others_done, Duration::from_millis(300)).await;
+        }
+        let rows = request
+            .rows
+            .iter()
+            .map(|_| pb::ImportRowResult {
+                status: pb::ImportRowStatus::ImportRowCreated as i32,
+                ..Default::default()
+            })
+            .collect();
+        if !first {
+            let answered = self.others_answered.fetch_add(1, Ordering::SeqCst) + 1;
+            if answered == Self::OTHERS_FIRST {
+                let _ = self.others_done.set(tokio::time::Instant::now());
+            }
+        }
+        Ok(tonic::Response::new(pb::ImportLinksResponse {
+            rows,
+            log_index: 1,
+            replayed: false,
+        }))
+    }
+
+    type ExportLinksStream = tokio_stream::Empty<Result<pb::ExportLinksResponse, tonic::Status>>;
+
+    async fn export_links(
+        &self,
+        _: tonic::Request<pb::ExportLinksRequest>,
+    ) -> Reply<Self::ExportLinksStream> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn search_links_by_ssin(
+        &self,
+        _: tonic::Request<pb::SearchLinksBySsinRequest>,
+    ) -> Reply<pb::SearchLinksResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn search_links_by_foreign_key(
+        &self,
+        _: tonic::Request<pb::SearchLinksByForeignKeyRequest>,
+    ) -> Reply<pb::SearchLinksResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn get_link(&self, _: tonic::Request<pb::GetLinkRequest>) -> Reply<pb::GetLinkResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn create_link(
+        &self,
+        _: tonic::Request<pb::CreateLinkRequest>,
+    ) -> Reply<pb::LinkResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn update_link_validity(
+        &self,
+        _: tonic::Request<pb::UpdateLinkValidityRequest>,
+    ) -> Reply<pb::LinkResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn delete_link(
+        &self,
+        _: tonic::Request<pb::DeleteLinkRequest>,
+    ) -> Reply<pb::DeleteLinkResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn get_link_history(
+        &self,
+        _: tonic::Request<pb::GetLinkHistoryRequest>,
+    ) -> Reply<pb::GetLinkHistoryResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn list_key_types(
+        &self,
+        _: tonic::Request<pb::ListKeyTypesRequest>,
+    ) -> Reply<pb::ListKeyTypesResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn add_key_type(
+        &self,
+        _: tonic::Request<pb::AddKeyTypeRequest>,
+    ) -> Reply<pb::KeyTypeResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn set_key_type_active(
+        &self,
+        _: tonic::Request<pb::SetKeyTypeActiveRequest>,
+    ) -> Reply<pb::KeyTypeResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn list_format_rules(
+        &self,
+        _: tonic::Request<pb::ListFormatRulesRequest>,
+    ) -> Reply<pb::ListFormatRulesResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+
+    async fn set_format_rule(
+        &self,
+        _: tonic::Request<pb::SetFormatRuleRequest>,
+    ) -> Reply<pb::FormatRuleResponse> {
+        Err(tonic::Status::unimplemented("import only"))
+    }
+}
+
+/// The stall seen on a loaded cluster, made certain: one slow pipeline while the others answer
+/// quickly. The importer waited for room in the slow pipeline's queue and meanwhile took no
+/// reports; the others filled the report channel, the slow one, answered at last, waited for
+/// room there, and nothing moved again. Now the main loop takes reports while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_pipeline_among_fast_ones_does_not_stall_the_import() {
+    let pipelines = 64;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let scheduled = Scheduled {
+        pipelines,
+        seen: Default::default(),
+        all_in_flight: Default::default(),
+        others_answered: Default::default(),
+        others_done: Default::default(),
+    };
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::link_register_server::LinkRegisterServer::new(scheduled))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    // Four batches of one row per pipeline: three are in (or queued for) each pipeline when the
+    // importer gets to the first pipeline's fourth.
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 4 * pipelines as u64;
+    let mut ndjson = String::new();
+    for n in 0..rows {
+        ndjson.push_str(&format!(
+            "{{\"ssin\":\"{}\",\"country\":\"BE\",\"key_type\":\"PASSPORT\",\"value\":\"S{n:07}\"}}\n",
+            ssin(n)
+        ));
+    }
+    let file = dir.path().join("links.ndjson");
+    std::fs::write(&file, &ndjson).unwrap();
+    let parallel = pipelines.to_string();
+    let mut child = linkreg(
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--server",
+            &addr.to_string(),
+            "--batch",
+            "1",
+            "--parallel",
+            &parallel,
+            "--json",
+        ],
+        "writer-token",
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the import stalled: no pipeline can move");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let done = counts(&out);
+    assert_eq!(done["read"], rows, "{done}");
+    assert_eq!(done["accepted"], rows, "{done}");
+    assert_eq!(done["complete"], true, "{done}");
+    server.abort();
 }

@@ -9,12 +9,16 @@
 //! Every rejected row, the file's own parse errors included, goes to the reject file with its
 //! line number; the counts printed at the end satisfy read = accepted + already present + rejected.
 
+use std::any::Any;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -26,6 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig};
@@ -254,6 +259,9 @@ type Client = LinkRegisterClient<InterceptedService<Channel, Bearer>>;
 /// second on the 2-core reference machine.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest pause between two attempts at a batch.
+const PAUSE_MAX: Duration = Duration::from_secs(2);
+
 /// A node's answer to a batch, and whether this run had to send the batch more than once.
 struct Answer {
     reply: pb::ImportLinksResponse,
@@ -271,7 +279,9 @@ struct Sender {
 
 impl Sender {
     async fn connect(&self, server: usize) -> anyhow::Result<Client> {
-        let addr = &self.servers[server % self.servers.len()];
+        let Some(addr) = self.servers.get(server % self.servers.len().max(1)) else {
+            bail!("no --server to send to");
+        };
         Ok(LinkRegisterClient::with_interceptor(
             channel(addr, self.tls.as_ref()).await?,
             self.bearer.clone(),
@@ -366,7 +376,7 @@ impl Sender {
                     *client = None;
                     server += 1;
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+                    pause = (pause * 2).min(PAUSE_MAX);
                 }
             }
         }
@@ -526,10 +536,17 @@ async fn import(
             let _ = parsed_tx.blocking_send(Ok(batch));
         }
     });
-    // One task per pipeline, each sending its batches in order.
-    let (done_tx, mut done_rx) = mpsc::channel(64);
-    let mut lanes = Vec::new();
-    for lane in 0..pipelines {
+    // One task per pipeline, each sending its batches in order. A pipeline never waits to
+    // report: its reports go to an unbounded channel that the main loop drains before anything
+    // else, so a pipeline always gets back to its queue, and the main loop, waiting for room in
+    // that queue, always gets it. (With a bounded report channel the main loop, waiting for room
+    // in a full pipeline, stopped draining the reports, the pipeline waited for room among the
+    // reports, and both waited for ever.) The reports in the channel never exceed the batches
+    // handed out, at most three per pipeline when the main loop hands out one more.
+    let (done_tx, mut reports) = mpsc::unbounded_channel::<Report>();
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for lane in 0..pipelines as usize {
         let (tx, mut rx) = mpsc::channel::<Batch>(2);
         let sender = Sender {
             servers: args.server.clone(),
@@ -539,58 +556,192 @@ async fn import(
             retry_for: Duration::from_secs(args.retry_for),
         };
         let done = done_tx.clone();
-        tokio::spawn(async move {
-            let mut client = None;
-            // Spread the pipelines over the nodes from the start.
-            if !sender.servers.is_empty() {
-                client = sender
-                    .connect(lane as usize)
-                    .await
-                    .ok()
-                    .map(|c| (lane as usize, c));
-            }
+        tasks.push(Some(tokio::spawn(async move {
+            // Spread the pipelines over the nodes from the start. Bounded like every attempt: a
+            // node that accepts the connection but never completes the handshake must not hold
+            // the pipeline; `send` connects again (elsewhere) when this did not work.
+            let mut client = match tokio::time::timeout(ATTEMPT_TIMEOUT, sender.connect(lane)).await
+            {
+                Ok(Ok(c)) => Some((lane, c)),
+                _ => None,
+            };
             while let Some(batch) = rx.recv().await {
                 let request_id = batch.number / pipelines + 1;
                 let reply = sender.send(&mut client, request_id, batch.rows).await;
                 let failed = reply.is_err();
-                if done.send((batch.lines, reply)).await.is_err() {
+                let report = Report {
+                    lane,
+                    number: batch.number,
+                    lines: batch.lines,
+                    reply,
+                };
+                if done.send(report).is_err() {
                     return;
                 }
                 if failed {
                     // Every batch handed to this pipeline is accounted for, sent or not: the
-                    // reader waits for each one's answer.
+                    // main loop waits for each one's report.
                     rx.close();
                     while let Some(batch) = rx.recv().await {
-                        let skipped = Err(anyhow::anyhow!("not sent: an earlier batch failed"));
-                        if done.send((batch.lines, skipped)).await.is_err() {
+                        let report = Report {
+                            lane,
+                            number: batch.number,
+                            lines: batch.lines,
+                            reply: Err(anyhow::anyhow!("not sent: an earlier batch failed")),
+                        };
+                        if done.send(report).is_err() {
                             return;
                         }
                     }
                     return;
                 }
             }
-        });
-        lanes.push(tx);
+        })));
+        senders.push(tx);
     }
     drop(done_tx);
-    let mut outstanding = 0usize;
+    let mut lanes: Vec<Lane> = (0..pipelines).map(|_| Lane::default()).collect();
+    // The longest a pipeline can rightly go without reporting while it owes a batch: its first
+    // connection, then `send`'s retries until `retry_for`, and the attempts (a connection, a
+    // request, a resend without session) and the pause under way when that time ran out.
+    let stall_limit = Duration::from_secs(args.retry_for) + 4 * ATTEMPT_TIMEOUT + PAUSE_MAX;
+    // The batch read and not yet handed to its pipeline: the main loop waits for room in that
+    // pipeline's queue while it keeps taking reports.
+    let mut pending: Option<Batch> = None;
     let mut reading = true;
-    let mut failure = None;
-    while reading || outstanding > 0 {
+    let mut reports_open = true;
+    let mut failure: Option<anyhow::Error> = None;
+    loop {
+        let owed: usize = lanes.iter().map(|l| l.owed.len()).sum();
+        if owed == 0 && (failure.is_some() || (!reading && pending.is_none())) {
+            break;
+        }
+        let target = pending
+            .as_ref()
+            .map(|b| (b.number % pipelines) as usize)
+            .unwrap_or(0);
+        let hand_out = failure.is_none() && pending.is_some() && !lanes[target].closed;
+        let deadline = lanes
+            .iter()
+            .filter(|l| !l.owed.is_empty())
+            .map(|l| l.since + stall_limit)
+            .min();
         tokio::select! {
-            parsed = parsed_rx.recv(), if reading && failure.is_none() => match parsed {
-                Some(Ok(batch)) => {
-                    counts.read += batch.rows.len() as u64;
-                    outstanding += 1;
-                    let lane = (batch.number % pipelines) as usize;
-                    let rows = batch.rows.len() as u64;
-                    if lanes[lane].send(batch).await.is_err() {
-                        // That pipeline stopped after a failure, which it reports itself: the
-                        // batch was never sent.
-                        counts.read -= rows;
-                        outstanding -= 1;
+            // Reports first: a pipeline's reports are in the channel before its task ends, so
+            // an ended pipeline's batches are all settled before its end is looked at.
+            biased;
+            report = reports.recv(), if reports_open => {
+                let Some(report) = report else {
+                    // Every pipeline has ended; how each one ended is settled below.
+                    reports_open = false;
+                    continue;
+                };
+                let lane = &mut lanes[report.lane];
+                if lane.abandoned {
+                    // Given up as stalled: its batches are already settled as not counted.
+                    continue;
+                }
+                let owed = lane.owed.pop_front();
+                let Some(owed) = owed.filter(|o| o.number == report.number) else {
+                    let e = anyhow::anyhow!(
+                        "pipeline {} reported batch {} which it was not the next to owe",
+                        report.lane,
+                        report.number
+                    );
+                    return Err((counts, e));
+                };
+                lane.since = tokio::time::Instant::now();
+                match report.reply {
+                    Ok(answer) => tally(&mut counts, &report.lines, &answer, rejects).map_err(|e| (counts, e))?,
+                    Err(e) => {
+                        // The batch's rows were read but their fate is unknown: not counted.
+                        counts.read -= owed.rows;
+                        failure.get_or_insert(e);
                     }
                 }
+                bar.set_position(bytes.load(Ordering::Relaxed));
+                let rate = counts.read as f64 / bar.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{} rows, {rate:.0} rows/s", counts.read));
+            }
+            (lane, ended) = exited(&mut tasks), if tasks.iter().any(Option::is_some) => {
+                // A pipeline ends on its own only after reporting a failure and every batch
+                // queued behind it. One that ends otherwise (a panic drops its queue with the
+                // batches in it) would leave those batches unreported for ever.
+                let state = &mut lanes[lane];
+                state.closed = true;
+                let lost = std::mem::take(&mut state.owed);
+                for batch in &lost {
+                    counts.read -= batch.rows;
+                }
+                let how = match ended {
+                    _ if state.abandoned => continue,
+                    Ok(()) if lost.is_empty() && failure.is_some() => continue,
+                    Ok(()) => "ended".to_string(),
+                    Err(e) if e.is_panic() => format!("panicked ({})", panic_message(e.into_panic())),
+                    Err(e) => format!("was cancelled ({e})"),
+                };
+                let e = match lost.front() {
+                    Some(first) => anyhow::anyhow!(
+                        "pipeline {lane} {how} with {} batches unanswered, the first from line {}",
+                        lost.len(),
+                        first.first_line
+                    ),
+                    None => anyhow::anyhow!("pipeline {lane} {how} before the end of the file"),
+                };
+                failure.get_or_insert(e);
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                // Cannot happen while each attempt is bounded; if it does, stop with the cause
+                // instead of waiting for ever. Only the stalled pipelines are given up: the others
+                // still report what they were sent.
+                let now = tokio::time::Instant::now();
+                for (lane, state) in lanes.iter_mut().enumerate() {
+                    let Some(first) = state.owed.front() else { continue };
+                    if state.since + stall_limit > now {
+                        continue;
+                    }
+                    failure.get_or_insert(anyhow::anyhow!(
+                        "pipeline {lane} has reported nothing for {} s while it owes {} batches, \
+                         the first from line {}: given up",
+                        stall_limit.as_secs(),
+                        state.owed.len(),
+                        first.first_line
+                    ));
+                    for batch in state.owed.drain(..) {
+                        counts.read -= batch.rows;
+                    }
+                    state.abandoned = true;
+                    state.closed = true;
+                    if let Some(task) = &tasks[lane] {
+                        task.abort();
+                    }
+                }
+            }
+            permit = senders[target].reserve(), if hand_out => match (permit, pending.take()) {
+                (Ok(permit), Some(batch)) => {
+                    let state = &mut lanes[target];
+                    if state.owed.is_empty() {
+                        state.since = tokio::time::Instant::now();
+                    }
+                    let rows = batch.rows.len() as u64;
+                    state.owed.push_back(Owed {
+                        number: batch.number,
+                        first_line: batch.lines.first().copied().unwrap_or(0),
+                        rows,
+                    });
+                    counts.read += rows;
+                    permit.send(batch);
+                }
+                (Err(_), batch) => {
+                    // That pipeline stopped after a failure, which it reports itself (or, had it
+                    // panicked, its end does): the batch is never sent, nor counted.
+                    lanes[target].closed = true;
+                    pending = batch;
+                }
+                (Ok(_), None) => {}
+            },
+            parsed = parsed_rx.recv(), if reading && pending.is_none() && failure.is_none() => match parsed {
+                Some(Ok(batch)) => pending = Some(batch),
                 Some(Err((line, reason))) => {
                     counts.read += 1;
                     counts.rejected += 1;
@@ -599,33 +750,97 @@ async fn import(
                 }
                 None => reading = false,
             },
-            done = done_rx.recv(), if outstanding > 0 => {
-                let Some((lines, reply)) = done else { break };
-                outstanding -= 1;
-                match reply {
-                    Ok(reply) => tally(&mut counts, &lines, &reply, rejects).map_err(|e| (counts, e))?,
-                    Err(e) => {
-                        // The batch's rows were read but their fate is unknown: not counted.
-                        counts.read -= lines.len() as u64;
-                        failure.get_or_insert(e);
-                    }
-                }
-                bar.set_position(bytes.load(Ordering::Relaxed));
-                let rate = counts.read as f64 / bar.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!("{} rows, {rate:.0} rows/s", counts.read));
+            else => {
+                // Nothing left that could ever answer: say so rather than wait.
+                failure.get_or_insert(anyhow::anyhow!(
+                    "every pipeline has ended with {owed} batches unanswered"
+                ));
+                break;
             }
         }
-        if failure.is_some() && outstanding == 0 {
-            break;
-        }
     }
-    drop(lanes);
+    drop(senders);
     drop(parsed_rx);
-    let _ = reader.await;
+    // The reader stops at its next send now; a reader that panicked has read only part of the
+    // file, which must not pass for a complete import.
+    if let Err(e) = reader.await {
+        let how = if e.is_panic() {
+            format!("panicked ({})", panic_message(e.into_panic()))
+        } else {
+            e.to_string()
+        };
+        failure.get_or_insert(anyhow::anyhow!("reading the file {how}"));
+    }
     match failure {
         None => Ok(counts),
         Some(e) => Err((counts, e)),
     }
+}
+
+/// A pipeline's report on one batch it was handed.
+struct Report {
+    lane: usize,
+    number: u64,
+    lines: Vec<u64>,
+    reply: anyhow::Result<Answer>,
+}
+
+/// A batch handed to a pipeline and not yet reported: its rows are counted as read until the
+/// report says what became of them.
+struct Owed {
+    number: u64,
+    first_line: u64,
+    rows: u64,
+}
+
+/// What the main loop knows of one pipeline.
+struct Lane {
+    /// In the order handed out, which is the order the pipeline reports them in.
+    owed: VecDeque<Owed>,
+    /// Since when the pipeline has owed its oldest report: its last report, or the hand-out
+    /// that gave it work while it owed nothing.
+    since: tokio::time::Instant,
+    /// Its queue takes no more batches.
+    closed: bool,
+    /// Given up as stalled; whatever it still reports is ignored.
+    abandoned: bool,
+}
+
+impl Default for Lane {
+    fn default() -> Self {
+        Lane {
+            owed: VecDeque::new(),
+            since: tokio::time::Instant::now(),
+            closed: false,
+            abandoned: false,
+        }
+    }
+}
+
+/// The next pipeline task to end, and how. A handle is dropped once it has answered (it must
+/// not be polled again); dropping it does not stop the task.
+fn exited(
+    tasks: &mut [Option<JoinHandle<()>>],
+) -> impl Future<Output = (usize, Result<(), JoinError>)> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (lane, slot) in tasks.iter_mut().enumerate() {
+            if let Some(task) = slot
+                && let Poll::Ready(ended) = Pin::new(task).poll(cx)
+            {
+                *slot = None;
+                return Poll::Ready((lane, ended));
+            }
+        }
+        Poll::Pending
+    })
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }
 
 fn write_reject(out: &mut impl Write, reject: &Reject) -> anyhow::Result<()> {
