@@ -123,7 +123,9 @@ where
         for k in ["PASSPORT", "TAX_NUMBER", "VISA_NUMBER"] {
             // Also values that are a prefix of a stored one: the foreign-key index's prefix
             // extractor must not let one key's filter answer for another.
-            for v in ["NX123456", "NX12345", "ZZ999999", "12345", "1234", "AB12", "AB1"] {
+            for v in [
+                "NX123456", "NX12345", "ZZ999999", "12345", "1234", "AB12", "AB1",
+            ] {
                 let code = KeyTypeCode::parse(crate::domain::Field::KeyType, k).unwrap();
                 let found = view
                     .links_by_foreign_key(Country::parse(c).unwrap(), &code, v)
