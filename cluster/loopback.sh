@@ -6,6 +6,9 @@
 #   cluster/loopback.sh stop                    SIGTERM all three, wait for them
 #   cluster/loopback.sh rss                     peak RSS (VmHWM) of each running node, in MiB
 #   cluster/loopback.sh cpu                     CPU seconds (user + system) each node has used
+#   cluster/loopback.sh learner                 snapshot on node 1, then add a fresh node 4 as a
+#                                               learner: prints the time it took to catch up and
+#                                               node 4's peak RSS, checks its digest, removes it
 #
 # Client gRPC on 127.0.0.1:50051, 50061, 50071; peers on 50052, 50062, 50072; HTTP on 8081-8083.
 # Tokens: target/loopback/keeper.token and writer.token. Default binary: target/release/linkreg.
@@ -67,6 +70,35 @@ rss)
         [ -n "$pid" ] || continue
         awk -v n="$n" '/VmHWM/ { printf "node %s peak RSS %.0f MiB\n", n, $2 / 1024 }' "/proc/$pid/status"
     done
+    ;;
+learner)
+    keeper=$(cat "$dir/keeper.token")
+    admin() { LINKREG_TOKEN=$keeper "$binary" cluster "$@" --server 127.0.0.1:50051; }
+    rm -rf "$dir/n4"
+    mkdir -p "$dir/n4"
+    # Neither --init nor --join: it waits to be added, so the catch-up is all that is timed.
+    "$binary" serve --id 4 --data-dir "$dir/n4/data" --callers "$dir/callers.toml" \
+        --client-addr 127.0.0.1:50081 --peer-addr 127.0.0.1:50082 \
+        --http-addr 127.0.0.1:8084 >"$dir/n4/log" 2>&1 &
+    echo $! >"$dir/n4/pid"
+    started=$(date +%s.%N)
+    admin snapshot >/dev/null || true   # returns after a minute at most; the build goes on
+    until admin status --json | grep -q '"snapshot_index":[0-9]'; do sleep 1; done
+    echo "snapshot built in $(echo "$(date +%s.%N) - $started" | bc) s"
+    started=$(date +%s.%N)
+    admin add-learner --id 4 --addr 127.0.0.1:50082 --client-addr 127.0.0.1:50081 \
+        --http-addr 127.0.0.1:8084 >/dev/null
+    echo "learner caught up in $(echo "$(date +%s.%N) - $started" | bc) s"
+    awk '/VmHWM/ { printf "node 4 peak RSS %.0f MiB\n", $2 / 1024 }' "/proc/$(cat "$dir/n4/pid")/status"
+    du -sh "$dir/n4/data" | awk '{ print "node 4 data " $1 }'
+    d1=$(LINKREG_TOKEN=$keeper "$binary" cluster digest --server 127.0.0.1:50051 --json)
+    d4=$(LINKREG_TOKEN=$keeper "$binary" cluster digest --server 127.0.0.1:50081 --json)
+    sha() { sed 's/.*"sha256":"\([0-9a-f]*\)".*/\1/'; }
+    if [ "$(echo "$d1" | sha)" = "$(echo "$d4" | sha)" ]; then echo "digests equal"; else
+        echo "digests differ: $d1 / $d4" >&2; fi
+    admin remove --id 4 >/dev/null
+    kill "$(cat "$dir/n4/pid")"
+    rm -f "$dir/n4/pid"
     ;;
 cpu)
     # Fields 14 and 15 of /proc/PID/stat, in clock ticks. The command name (field 2) holds no
