@@ -81,6 +81,22 @@ pub fn foreign_key_index(
     key
 }
 
+/// A foreign-key index key is `country ‖ type ‖ 0 ‖ value ‖ 0 ‖ id`: its prefix, what one search
+/// asks for, ends at the second terminator. Country and type never hold 0x00, so the first two
+/// zero bytes are always the terminators, whatever bytes the id has.
+pub(super) fn foreign_key_search_prefix(key: &[u8]) -> &[u8] {
+    let mut zeros = key.iter().enumerate().filter(|(_, b)| **b == TERMINATOR);
+    match (zeros.next(), zeros.next()) {
+        (Some(_), Some((end, _))) => &key[..=end],
+        _ => key,
+    }
+}
+
+/// Whether `key` holds both terminators, so that it has a search prefix.
+pub(super) fn is_foreign_key_row(key: &[u8]) -> bool {
+    key.iter().filter(|b| **b == TERMINATOR).take(2).count() == 2
+}
+
 /// The link id at the end of an index key.
 pub fn index_link_id(key: &[u8]) -> Result<LinkId, KeyError> {
     let start = key.len().checked_sub(ID_LEN).ok_or_else(|| KeyError {

@@ -187,12 +187,9 @@ impl Store {
     pub fn stage(&self, batch: &mut WriteBatch, change: &Change) -> Result<(), StoreError> {
         match change {
             Change::LinkCreated { link } => {
-                self.stage_created(batch, link)?;
-                self.stage_next_link_id(batch, link)?;
+                self.stage_created(batch, std::slice::from_ref(link))?
             }
-            // Ids are consecutive in row order: the last one sets `next_link_id`, once, since
-            // the memtable would keep every overwritten version until a flush.
-            Change::LinksImported { links } => self.stage_imported(batch, links)?,
+            Change::LinksImported { links } => self.stage_created(batch, links)?,
             // Only the validity changes, and no index covers it.
             Change::LinkValidityChanged { after, .. } => {
                 self.put(batch, cf::LINKS, &keys::link(after.id), after)?;
@@ -230,19 +227,12 @@ impl Store {
         Ok(())
     }
 
-    fn stage_created(&self, batch: &mut WriteBatch, link: &Link) -> Result<(), StoreError> {
-        self.put(batch, cf::LINKS, &keys::link(link.id), link)?;
-        for (cf, key) in index_rows(link) {
-            batch.put_cf(self.cf(cf)?, key, []);
-        }
-        Ok(())
-    }
-
-    /// Like one `stage_created` per link, with each index's rows put in key order: RocksDB's
-    /// memtable inserts a key next to the one before it cheaply, while random keys make it
-    /// search its skip list again (most of a replica's write cost, by profile). The rows of an
-    /// import have distinct keys, so their order in the batch changes nothing else.
-    fn stage_imported(&self, batch: &mut WriteBatch, links: &[Link]) -> Result<(), StoreError> {
+    /// New links (consecutive ids) with their index rows, each index's rows put in key order:
+    /// RocksDB's memtable inserts a key next to the one before it cheaply, while random keys make
+    /// it search its skip list again (most of a replica's write cost, by profile). The rows have
+    /// distinct keys, so their order in the batch changes nothing else. The last link sets
+    /// `next_link_id`, once, since the memtable keeps every overwritten version until a flush.
+    fn stage_created(&self, batch: &mut WriteBatch, links: &[Link]) -> Result<(), StoreError> {
         let mut by_ssin = Vec::with_capacity(links.len());
         let mut by_key = Vec::with_capacity(links.len());
         for link in links {
@@ -262,14 +252,14 @@ impl Store {
             }
         }
         match links.last() {
-            Some(last) => self.stage_next_link_id(batch, last),
+            Some(last) => self.put(
+                batch,
+                cf::SM_META,
+                NEXT_LINK_ID,
+                &last.id.0.saturating_add(1),
+            ),
             None => Ok(()),
         }
-    }
-
-    fn stage_next_link_id(&self, batch: &mut WriteBatch, last: &Link) -> Result<(), StoreError> {
-        let next = last.id.0.saturating_add(1);
-        self.put(batch, cf::SM_META, NEXT_LINK_ID, &next)
     }
 
     /// Writes `batch` atomically and returns only once it is on disk (WAL fsynced).

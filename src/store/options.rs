@@ -8,7 +8,7 @@ use rocksdb::{
 };
 
 use super::cf;
-use super::keys::SSIN_LEN;
+use super::keys::{self, SSIN_LEN};
 
 /// Memory a node's store may use, beside what the process itself needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,21 +28,6 @@ impl Default for StoreTuning {
     }
 }
 
-/// A foreign-key index key is `country ‖ type ‖ 0 ‖ value ‖ 0 ‖ id`: its prefix, what one search
-/// asks for, ends at the second terminator. Country and type never hold 0x00, so the first two
-/// zero bytes are always the terminators, whatever bytes the id has.
-fn foreign_key_prefix(key: &[u8]) -> &[u8] {
-    let mut zeros = key.iter().enumerate().filter(|(_, b)| **b == 0);
-    match (zeros.next(), zeros.next()) {
-        (Some(_), Some((end, _))) => &key[..=end],
-        _ => key,
-    }
-}
-
-fn is_foreign_key_row(key: &[u8]) -> bool {
-    key.iter().filter(|b| **b == 0).take(2).count() == 2
-}
-
 /// Read options for a walk over a whole column family: in total key order across prefixes,
 /// which a family with a prefix extractor guarantees only when asked.
 pub(super) fn full_scan() -> ReadOptions {
@@ -59,7 +44,6 @@ pub(super) fn db_options(tuning: &StoreTuning) -> Options {
     // Both cores for flushes and compactions: a falling-behind compaction is what makes a long
     // import slow down.
     opts.increase_parallelism(2);
-    opts.set_max_background_jobs(2);
     // Spreads the writeback of new SST files instead of one large flush at their end.
     opts.set_bytes_per_sync(1 << 20);
     opts
@@ -97,8 +81,8 @@ fn cf_options(name: &str, cache: &Cache) -> Options {
             table.set_whole_key_filtering(false);
             opts.set_prefix_extractor(SliceTransform::create(
                 "linkreg.foreign_key.v1",
-                foreign_key_prefix,
-                Some(is_foreign_key_row),
+                keys::foreign_key_search_prefix,
+                Some(keys::is_foreign_key_row),
             ));
             opts.set_memtable_prefix_bloom_ratio(0.05);
         }
@@ -110,7 +94,6 @@ fn cf_options(name: &str, cache: &Cache) -> Options {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::{Country, KeyTypeCode, LinkId};
     use crate::store::keys;
 
@@ -121,11 +104,15 @@ mod tests {
         let prefix = keys::foreign_key_prefix(country, &code, "AB123");
         for id in [0, 1, 256, 0x0100_0000_0000_0000, u64::MAX] {
             let row = keys::foreign_key_index(country, &code, "AB123", LinkId(id));
-            assert!(is_foreign_key_row(&row));
-            assert_eq!(foreign_key_prefix(&row), &prefix[..], "id {id}");
+            assert!(keys::is_foreign_key_row(&row));
+            assert_eq!(
+                keys::foreign_key_search_prefix(&row),
+                &prefix[..],
+                "id {id}"
+            );
         }
-        assert!(is_foreign_key_row(&prefix));
-        assert_eq!(foreign_key_prefix(&prefix), &prefix[..]);
-        assert!(!is_foreign_key_row(b"FRPASSPORT"));
+        assert!(keys::is_foreign_key_row(&prefix));
+        assert_eq!(keys::foreign_key_search_prefix(&prefix), &prefix[..]);
+        assert!(!keys::is_foreign_key_row(b"FRPASSPORT"));
     }
 }
