@@ -62,17 +62,59 @@ fn link_count(node: &Running) -> u64 {
         .count() as u64
 }
 
+fn import_command(file: &Path, server: &str, extra: &[&str], token: &str) -> Command {
+    let mut args = vec!["import", file.to_str().unwrap(), "--server", server];
+    args.extend_from_slice(extra);
+    linkreg(&args, token)
+}
+
 fn import(file: &Path, node: &Running, extra: &[&str]) -> Output {
     let server = node.client_addr.to_string();
-    let mut args = vec![
-        "import",
-        file.to_str().unwrap(),
-        "--server",
-        &server,
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    run(&args, "writer-token")
+    let mut extra = extra.to_vec();
+    extra.push("--json");
+    import_command(file, &server, &extra, "writer-token")
+        .output()
+        .expect("the linkreg binary runs")
+}
+
+/// Starts an import in the background, its output kept for `wait_with_output`.
+fn spawn_import(file: &Path, server: &str, extra: &[&str], token: &str) -> std::process::Child {
+    import_command(file, server, extra, token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The child's exit status, or `None` (the child killed) once `limit` has passed.
+async fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `rows` NDJSON rows of distinct generated people, each with a key `{prefix}{n:07}`.
+fn ndjson_rows(rows: u64, country: &str, key_type: &str, prefix: &str) -> String {
+    (0..rows)
+        .map(|n| {
+            format!(
+                "{{\"ssin\":\"{}\",\"country\":\"{country}\",\"key_type\":\"{key_type}\",\"value\":\"{prefix}{n:07}\"}}\n",
+                ssin(n)
+            )
+        })
+        .collect()
 }
 
 fn export(node: &Running, out: &Path) -> Output {
@@ -211,34 +253,12 @@ async fn bad_rows_go_to_the_reject_file_and_a_rerun_adds_nothing() {
 async fn an_interrupted_import_run_again_adds_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(&dir.path().join("node")).await;
-    let mut ndjson = String::new();
     let rows = 3000;
-    for n in 0..rows {
-        ndjson.push_str(&format!(
-            "{{\"ssin\":\"{}\",\"country\":\"DE\",\"key_type\":\"IDENTITY_CARD\",\"value\":\"L{n:08}\"}}\n",
-            ssin(n)
-        ));
-    }
     let file = dir.path().join("links.ndjson");
-    std::fs::write(&file, &ndjson).unwrap();
+    std::fs::write(&file, ndjson_rows(rows, "DE", "IDENTITY_CARD", "L0")).unwrap();
     let server = node.client_addr.to_string();
-    let mut child = linkreg(
-        &[
-            "import",
-            file.to_str().unwrap(),
-            "--server",
-            &server,
-            "--batch",
-            "25",
-            "--parallel",
-            "2",
-        ],
-        "writer-token",
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let extra = ["--batch", "25", "--parallel", "2"];
+    let mut child = spawn_import(&file, &server, &extra, "writer-token");
     while link_count(&node) < 300 {
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -339,34 +359,11 @@ async fn a_refused_import_stops_with_the_reason_instead_of_waiting_for_ever() {
     std::fs::write(&file, &csv).unwrap();
     let server = node.client_addr.to_string();
     // Every pipeline's first batch is refused while more batches wait in each pipeline.
-    let mut child = linkreg(
-        &[
-            "import",
-            file.to_str().unwrap(),
-            "--server",
-            &server,
-            "--batch",
-            "1",
-            "--parallel",
-            "2",
-        ],
-        "reader-token",
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            panic!("the refused import did not stop");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let extra = ["--batch", "1", "--parallel", "2"];
+    let mut child = spawn_import(&file, &server, &extra, "reader-token");
+    let status = wait_at_most(&mut child, Duration::from_secs(30))
+        .await
+        .expect("the refused import did not stop");
     let out = child.wait_with_output().unwrap();
     assert!(!status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -568,46 +565,17 @@ async fn a_slow_pipeline_among_fast_ones_does_not_stall_the_import() {
     // importer gets to the first pipeline's fourth.
     let dir = tempfile::tempdir().unwrap();
     let rows = 4 * pipelines as u64;
-    let mut ndjson = String::new();
-    for n in 0..rows {
-        ndjson.push_str(&format!(
-            "{{\"ssin\":\"{}\",\"country\":\"BE\",\"key_type\":\"PASSPORT\",\"value\":\"S{n:07}\"}}\n",
-            ssin(n)
-        ));
-    }
     let file = dir.path().join("links.ndjson");
-    std::fs::write(&file, &ndjson).unwrap();
+    std::fs::write(&file, ndjson_rows(rows, "BE", "PASSPORT", "S")).unwrap();
     let parallel = pipelines.to_string();
-    let mut child = linkreg(
-        &[
-            "import",
-            file.to_str().unwrap(),
-            "--server",
-            &addr.to_string(),
-            "--batch",
-            "1",
-            "--parallel",
-            &parallel,
-            "--json",
-        ],
-        "writer-token",
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(15) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the import stalled: no pipeline can move");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let extra = ["--batch", "1", "--parallel", &parallel, "--json"];
+    let mut child = spawn_import(&file, &addr.to_string(), &extra, "writer-token");
+    assert!(
+        wait_at_most(&mut child, Duration::from_secs(15))
+            .await
+            .is_some(),
+        "the import stalled: no pipeline can move"
+    );
     let out = child.wait_with_output().unwrap();
     let done = counts(&out);
     assert_eq!(done["read"], rows, "{done}");
