@@ -14,11 +14,9 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -30,7 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig};
@@ -545,7 +543,10 @@ async fn import(
     // handed out, at most three per pipeline when the main loop hands out one more.
     let (done_tx, mut reports) = mpsc::unbounded_channel::<Report>();
     let mut senders = Vec::new();
-    let mut tasks = Vec::new();
+    let mut tasks = JoinSet::new();
+    // Which pipeline each task is, and how to stop it.
+    let mut lane_of = std::collections::HashMap::new();
+    let mut handles: Vec<AbortHandle> = Vec::new();
     for lane in 0..pipelines as usize {
         let (tx, mut rx) = mpsc::channel::<Batch>(2);
         let sender = Sender {
@@ -556,7 +557,7 @@ async fn import(
             retry_for: Duration::from_secs(args.retry_for),
         };
         let done = done_tx.clone();
-        tasks.push(Some(tokio::spawn(async move {
+        let handle = tasks.spawn(async move {
             // Spread the pipelines over the nodes from the start. Bounded like every attempt: a
             // node that accepts the connection but never completes the handshake must not hold
             // the pipeline; `send` connects again (elsewhere) when this did not work.
@@ -596,7 +597,9 @@ async fn import(
                     return;
                 }
             }
-        })));
+        });
+        lane_of.insert(handle.id(), lane);
+        handles.push(handle);
         senders.push(tx);
     }
     drop(done_tx);
@@ -663,7 +666,12 @@ async fn import(
                 let rate = counts.read as f64 / bar.elapsed().as_secs_f64().max(1e-9);
                 bar.set_message(format!("{} rows, {rate:.0} rows/s", counts.read));
             }
-            (lane, ended) = exited(&mut tasks), if tasks.iter().any(Option::is_some) => {
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (id, ended) = match joined {
+                    Ok((id, ())) => (id, Ok(())),
+                    Err(e) => (e.id(), Err(e)),
+                };
+                let Some(&lane) = lane_of.get(&id) else { continue };
                 // A pipeline ends on its own only after reporting a failure and every batch
                 // queued behind it. One that ends otherwise (a panic drops its queue with the
                 // batches in it) would leave those batches unreported for ever.
@@ -712,9 +720,7 @@ async fn import(
                     }
                     state.abandoned = true;
                     state.closed = true;
-                    if let Some(task) = &tasks[lane] {
-                        task.abort();
-                    }
+                    handles[lane].abort();
                 }
             }
             permit = senders[target].reserve(), if hand_out => match (permit, pending.take()) {
@@ -815,24 +821,6 @@ impl Default for Lane {
             abandoned: false,
         }
     }
-}
-
-/// The next pipeline task to end, and how. A handle is dropped once it has answered (it must
-/// not be polled again); dropping it does not stop the task.
-fn exited(
-    tasks: &mut [Option<JoinHandle<()>>],
-) -> impl Future<Output = (usize, Result<(), JoinError>)> + '_ {
-    std::future::poll_fn(move |cx| {
-        for (lane, slot) in tasks.iter_mut().enumerate() {
-            if let Some(task) = slot
-                && let Poll::Ready(ended) = Pin::new(task).poll(cx)
-            {
-                *slot = None;
-                return Poll::Ready((lane, ended));
-            }
-        }
-        Poll::Pending
-    })
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
