@@ -113,7 +113,7 @@ echo "chaos: running $checker ${limit[*]} ${extra[*]}" >&2
 started=$SECONDS
 set +e
 (cd "$repo" && "$checker" \
-    --servers 127.0.0.1:51051,127.0.0.1:52051,127.0.0.1:53051 \
+    --servers 127.0.0.1:21051,127.0.0.1:22051,127.0.0.1:23051 \
     --containers linkreg-node1,linkreg-node2,linkreg-node3 \
     --peer-network ${project}_peers \
     --keeper-token-file "$here/secrets/keeper.token" \

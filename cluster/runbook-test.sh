@@ -11,7 +11,7 @@
 # target/release/linkreg, built when missing or stale; --binary PATH: any other. It is both the
 # image's binary and the host-side client.
 # Needs Docker with docker compose or docker-compose, python3, openssl; the host ports
-# 127.0.0.1:51051..55080 free.
+# 127.0.0.1:21051..25080 free.
 set -euo pipefail -o errtrace
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -379,7 +379,7 @@ sys.exit(0 if (meta["sha256"], meta["rows"]) == (d["sha256"], d["rows"]) else 1)
     run dc run --rm --no-deps -v "$backup:/backup:ro" node1 restore --from /backup \
         --id 1 --data-dir /data \
         --client-addr 0.0.0.0:50051 --peer-addr 0.0.0.0:7000 --http-addr 0.0.0.0:8080 \
-        --advertise-peer node1-peer:7000 --advertise-client 127.0.0.1:51051 --advertise-http 127.0.0.1:51080 \
+        --advertise-peer node1-peer:7000 --advertise-client 127.0.0.1:21051 --advertise-http 127.0.0.1:21080 \
         --callers /secrets/callers.toml \
         --peer-cert /secrets/node1-peer.pem --peer-key /secrets/node1-peer.key --peer-ca /secrets/ca.pem
     run dc up -d node1

@@ -75,10 +75,10 @@ wait_until() { # description, then a command that succeeds when it holds
     done
 }
 
-node1_answers() { status 127.0.0.1:51051 >/dev/null; }
+node1_answers() { status 127.0.0.1:21051 >/dev/null; }
 
 three_voters() {
-    status 127.0.0.1:51051 | python3 -c '
+    status 127.0.0.1:21051 | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 voters = sorted(m["id"] for m in s["members"] if m["role"] == "voter")
@@ -89,7 +89,7 @@ sys.exit(0 if voters == [1, 2, 3] and not others and not down and s["leader_id"]
 }
 
 "${compose[@]}" up -d node1
-wait_until "node1 to answer cluster status on 127.0.0.1:51051" node1_answers
+wait_until "node1 to answer cluster status on 127.0.0.1:21051" node1_answers
 "${compose[@]}" up -d node2 node3
 wait_until "one leader and three voters (nodes 1, 2, 3) answering" three_voters
-"$linkreg" cluster status --server 127.0.0.1:51051 --token "$token"
+"$linkreg" cluster status --server 127.0.0.1:21051 --token "$token"

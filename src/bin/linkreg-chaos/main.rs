@@ -50,7 +50,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "127.0.0.1:51051,127.0.0.1:52051,127.0.0.1:53051"
+        default_value = "127.0.0.1:21051,127.0.0.1:22051,127.0.0.1:23051"
     )]
     servers: Vec<String>,
     /// Their containers, in the same order.
