@@ -36,6 +36,6 @@ pub use key_type::{KeyType, KeyTypeCode, Labels};
 pub use link::{Link, LinkId};
 pub use memory::MemoryRegister;
 pub use period::ValidityPeriod;
-pub use rules::{Change, Decision, Outcome, RowOutcome, Verdict, decide, precheck};
+pub use rules::{Change, Creations, Decision, Outcome, RowOutcome, Verdict, decide, precheck};
 pub use ssin::{BirthDate, Sex, Ssin, SsinKind, SsinRule};
 pub use view::RegisterView;

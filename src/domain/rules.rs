@@ -193,6 +193,40 @@ fn import_links<V: RegisterView>(
     })
 }
 
+/// Decides creations one after the other, each against the register as the ones before it left
+/// it, without writing anything in between: what the state machine needs for creations that
+/// several clients' requests share one log entry (and one write batch) for.
+pub struct Creations<'a, V> {
+    pending: Pending<'a, V>,
+}
+
+impl<'a, V: RegisterView> Creations<'a, V> {
+    pub fn new(view: &'a V) -> Self {
+        Creations {
+            pending: Pending::new(view),
+        }
+    }
+
+    /// The verdict `decide` would give `command`, a `CreateLink`, had the links created so far
+    /// been stored. `None` for any other action: it is not decided here.
+    pub fn decide(&mut self, command: &Command) -> Option<Result<Verdict, V::Error>> {
+        let Action::CreateLink(c) = &command.action else {
+            return None;
+        };
+        let verdict = precheck(command)
+            .map_err(Fail::Rule)
+            .and_then(|()| create_link(&self.pending, command, c));
+        if let Ok(Decision {
+            change: Some(Change::LinkCreated { link }),
+            ..
+        }) = &verdict
+        {
+            self.pending.push(link.clone());
+        }
+        Some(finish(verdict))
+    }
+}
+
 /// The register as the next row of an import sees it: the stored state plus the links the
 /// earlier rows created. The earlier rows are indexed like the store's own indexes, so a batch
 /// costs the same per row whatever its size; each index keeps row order. An import changes

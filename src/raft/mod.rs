@@ -1,7 +1,7 @@
 //! Replication: openraft's type configuration, the RocksDB-backed log store and state machine.
 //!
 //! ```text
-//!   client_write(Request) ─► leader log ─► followers' logs (LogStore: append synced, then ack)
+//!   client_write(Payload) ─► leader log ─► followers' logs (LogStore: append synced, then ack)
 //!                                   │ committed
 //!                                   ▼
 //!        StateMachine::apply ─► domain::decide ─► Change + audit + session + last_applied
@@ -30,7 +30,7 @@ pub use state_machine::{StateMachine, StateMachineError};
 openraft::declare_raft_types!(
     /// linkreg's openraft type configuration.
     pub TypeConfig:
-        D = Request,
+        D = Payload,
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
@@ -61,7 +61,20 @@ impl fmt::Display for NodeInfo {
     }
 }
 
-/// The replicated payload: one register command, optionally tagged for exactly-once retries.
+/// What one log entry carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// One client write (boxed: a group is a vector, three words).
+    One(Box<Request>),
+    /// Link creations of any number of clients in one entry (group commit): one append, one
+    /// fsync per replica and one replication round for all of them. Applied in order, each
+    /// seeing the links the earlier ones created, as if each had its entry; answered with
+    /// [`Response::Creates`], one answer per request in the same order. Only creations are
+    /// grouped: each makes a new link, so no two write the same audit key.
+    Creates(Vec<Request>),
+}
+
+/// One client write: a register command, optionally tagged for exactly-once retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub command: Command,
@@ -92,6 +105,9 @@ pub enum Response {
     Stale { last_request_id: u64 },
     /// The client already used this request id for a different request.
     SessionReused { request_id: u64 },
+    /// The answers to a [`Payload::Creates`] entry, in its order. A request in it that is not a
+    /// creation (never sent by this code) is answered `None` and changes nothing.
+    Creates(Vec<Response>),
 }
 
 /// What the audit column family records for each applied change.

@@ -9,7 +9,7 @@ use openraft::{ChangeMembers, Raft};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::network::{decode, encode};
-use super::{LogId, NodeId, NodeInfo, Request, Response, TypeConfig};
+use super::{LogId, NodeId, NodeInfo, Response, TypeConfig};
 use crate::proto::raft::Payload;
 use crate::proto::raft::raft_peer_server::RaftPeer;
 
@@ -78,10 +78,10 @@ impl RaftPeer for PeerService {
     }
 
     async fn forward(&self, req: GrpcRequest<Payload>) -> Result<GrpcResponse<Payload>, Status> {
-        let request: Request = decode(req.get_ref())?;
+        let payload: super::Payload = decode(req.get_ref())?;
         let result: WriteResult = self
             .raft
-            .client_write(request)
+            .client_write(payload)
             .await
             .map(|r| (r.data, r.log_id));
         Ok(GrpcResponse::new(encode(&result)?))

@@ -7,6 +7,7 @@
 //! (`last_applied` rolled back with them). Before a snapshot is handed to openraft (which may then
 //! purge the log it covers) the WAL is synced, so nothing purged is ever needed for replay.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,11 +19,11 @@ use rocksdb::WriteBatch;
 
 use super::snapshot::{self as file, SnapshotFileError, SnapshotWriter};
 use super::{
-    AuditEvent, ClientRequest, Entry, LogId, Request, Response, SnapshotMeta, StorageError,
+    AuditEvent, Entry, LogId, Payload, Request, Response, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
 use crate::domain::{
-    Action, Change, Command, Decision, Outcome, RowOutcome, Timestamp, Verdict, decide,
+    Action, Change, Command, Creations, Decision, Outcome, RowOutcome, Timestamp, Verdict, decide,
 };
 use crate::store::{Store, StoreError, cf, codec, keys};
 
@@ -56,6 +57,31 @@ pub struct SessionRecord {
     pub log_index: u64,
     pub verdict: Verdict,
     pub last_seen: Timestamp,
+}
+
+/// The answer a request gets from its client's session without being decided again: its own
+/// recorded verdict when retried, a refusal when its id is old or was used for another request.
+/// `None`: decide it.
+fn recorded_answer(request: &Request, recorded: Option<&SessionRecord>) -> Option<Response> {
+    let (session, record) = (request.session.as_ref()?, recorded?);
+    if session.request_id == record.request_id && record.action != request.command.action {
+        return Some(Response::SessionReused {
+            request_id: session.request_id,
+        });
+    }
+    if session.request_id == record.request_id {
+        return Some(Response::Verdict {
+            verdict: Box::new(record.verdict.clone()),
+            log_index: record.log_index,
+            replayed: true,
+        });
+    }
+    if session.request_id < record.request_id {
+        return Some(Response::Stale {
+            last_request_id: record.request_id,
+        });
+    }
+    None
 }
 
 /// Client ids are the organization's own: two organizations choosing the same id do not share a
@@ -109,8 +135,11 @@ impl StateMachine {
                 self.store.stage_sm_meta(&mut batch, MEMBERSHIP, &stored)?;
                 Response::None
             }
-            EntryPayload::Normal(request) => {
+            EntryPayload::Normal(Payload::One(request)) => {
                 self.apply_request(&mut batch, entry.log_id, request)?
+            }
+            EntryPayload::Normal(Payload::Creates(requests)) => {
+                self.apply_creates(&mut batch, entry.log_id, requests)?
             }
         };
         self.store
@@ -125,33 +154,18 @@ impl StateMachine {
         log_id: LogId,
         request: &Request,
     ) -> Result<Response, StoreError> {
-        let at = request.command.at;
-        let organization = &request.command.caller.organization;
-        if let Some(ClientRequest {
-            client_id,
-            request_id,
-        }) = &request.session
-            && let Some(record) = self
-                .store
-                .session::<SessionRecord>(&session_key(organization, client_id))?
-        {
-            if *request_id == record.request_id && record.action != request.command.action {
-                return Ok(Response::SessionReused {
-                    request_id: *request_id,
-                });
-            }
-            if *request_id == record.request_id {
-                return Ok(Response::Verdict {
-                    verdict: Box::new(record.verdict),
-                    log_index: record.log_index,
-                    replayed: true,
-                });
-            }
-            if *request_id < record.request_id {
-                return Ok(Response::Stale {
-                    last_request_id: record.request_id,
-                });
-            }
+        // Before anything of this entry is staged: a sweep must not remove the session record
+        // the entry itself writes (the batch applies in order).
+        self.sweep_sessions(batch, request.command.at)?;
+        let recorded = match &request.session {
+            Some(s) => self.store.session::<SessionRecord>(&session_key(
+                &request.command.caller.organization,
+                &s.client_id,
+            ))?,
+            None => None,
+        };
+        if let Some(answer) = recorded_answer(request, recorded.as_ref()) {
+            return Ok(answer);
         }
         let verdict = decide(&*self.store, &request.command)?;
         if let Ok(decision) = &verdict
@@ -162,23 +176,95 @@ impl StateMachine {
                 self.store.stage_audit(batch, &key, &event)?;
             }
         }
-        if let Some(session) = &request.session {
-            let record = SessionRecord {
-                request_id: session.request_id,
-                action: request.command.action.clone(),
-                log_index: log_id.index,
-                verdict: verdict.clone(),
-                last_seen: at,
-            };
-            let key = session_key(organization, &session.client_id);
-            self.store.stage_session(batch, &key, &record)?;
+        Ok(self.record(batch, log_id, request, verdict)?.1)
+    }
+
+    /// The creations of a group-commit entry, decided in order against the store plus the links
+    /// the earlier ones created, all staged in the entry's one batch. A client's session record
+    /// written earlier in the entry answers a retry later in it, as the store would across
+    /// entries.
+    fn apply_creates(
+        &self,
+        batch: &mut WriteBatch,
+        log_id: LogId,
+        requests: &[Request],
+    ) -> Result<Response, StoreError> {
+        if let Some(latest) = requests.iter().map(|r| r.command.at).max() {
+            self.sweep_sessions(batch, latest)?;
         }
-        self.sweep_sessions(batch, at)?;
-        Ok(Response::Verdict {
+        let mut creations = Creations::new(&*self.store);
+        let mut sessions: HashMap<String, SessionRecord> = HashMap::new();
+        let mut created = Vec::new();
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let key = request
+                .session
+                .as_ref()
+                .map(|s| session_key(&request.command.caller.organization, &s.client_id));
+            let recorded = match &key {
+                Some(key) => match sessions.get(key) {
+                    Some(record) => Some(record.clone()),
+                    None => self.store.session::<SessionRecord>(key)?,
+                },
+                None => None,
+            };
+            if let Some(answer) = recorded_answer(request, recorded.as_ref()) {
+                answers.push(answer);
+                continue;
+            }
+            let Some(verdict) = creations.decide(&request.command) else {
+                answers.push(Response::None);
+                continue;
+            };
+            let verdict = verdict?;
+            if let Ok(decision) = &verdict
+                && let Some(change @ Change::LinkCreated { link }) = &decision.change
+            {
+                for (key, event) in audit_events(log_id.index, &request.command, change, decision) {
+                    self.store.stage_audit(batch, &key, &event)?;
+                }
+                created.push(link.clone());
+            }
+            let (record, answer) = self.record(batch, log_id, request, verdict)?;
+            if let (Some(key), Some(record)) = (key, record) {
+                sessions.insert(key, record);
+            }
+            answers.push(answer);
+        }
+        self.store.stage_created(batch, &created)?;
+        Ok(Response::Creates(answers))
+    }
+
+    /// Records a decided verdict in the client's session, when the request has one, and makes
+    /// the answer.
+    fn record(
+        &self,
+        batch: &mut WriteBatch,
+        log_id: LogId,
+        request: &Request,
+        verdict: Verdict,
+    ) -> Result<(Option<SessionRecord>, Response), StoreError> {
+        let record = match &request.session {
+            Some(session) => {
+                let record = SessionRecord {
+                    request_id: session.request_id,
+                    action: request.command.action.clone(),
+                    log_index: log_id.index,
+                    verdict: verdict.clone(),
+                    last_seen: request.command.at,
+                };
+                let key = session_key(&request.command.caller.organization, &session.client_id);
+                self.store.stage_session(batch, &key, &record)?;
+                Some(record)
+            }
+            None => None,
+        };
+        let answer = Response::Verdict {
             verdict: Box::new(verdict),
             log_index: log_id.index,
             replayed: false,
-        })
+        };
+        Ok((record, answer))
     }
 
     /// Drops sessions idle for longer than the TTL, at most once per sweep interval of log time.

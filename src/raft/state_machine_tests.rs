@@ -12,6 +12,7 @@ use crate::domain::command::{CreateLink, DeleteLink, SetKeyTypeActive, UpdateLin
 use crate::domain::{
     Action, Caller, Command, DomainError, LinkId, Organization, Outcome, RegisterView, Role,
 };
+use crate::raft::ClientRequest;
 
 const T0: i64 = 1_796_292_000_000;
 
@@ -36,9 +37,13 @@ impl Node {
     }
 
     async fn apply(&mut self, request: Request) -> Response {
+        self.apply_payload(Payload::One(Box::new(request))).await
+    }
+
+    async fn apply_payload(&mut self, payload: Payload) -> Response {
         let entry = Entry {
             log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), self.next_index),
-            payload: EntryPayload::Normal(request),
+            payload: EntryPayload::Normal(payload),
         };
         self.next_index += 1;
         self.sm.apply([entry]).await.unwrap().remove(0)
@@ -456,4 +461,136 @@ async fn an_interrupted_install_is_finished_on_the_next_open() {
             .is_none()
     );
     assert!(reopened.path(CURRENT).exists() && !reopened.path(INSTALLING_FILE).exists());
+}
+
+#[tokio::test]
+async fn a_client_back_after_a_day_keeps_the_session_its_new_request_writes() {
+    let mut node = Node::new();
+    node.apply(request(
+        Role::Writer,
+        0,
+        create("85073003328", "NX123456"),
+        Some(("c1", 1)),
+    ))
+    .await;
+    // A day and an hour later: this entry's sweep finds c1's old record expired, while the
+    // entry itself records c1's new request.
+    let later = 24 * 3600 + 3600 + 1;
+    let back = request(
+        Role::Writer,
+        later,
+        create("75060898009", "ZZ999999"),
+        Some(("c1", 2)),
+    );
+    let first = node.apply(back.clone()).await;
+    let record = node
+        .store
+        .session::<SessionRecord>(&session_key(&organization(), "c1"))
+        .unwrap()
+        .expect("the new request's session record");
+    assert_eq!(record.request_id, 2);
+    assert_eq!(node.apply(back).await, replay(first));
+}
+
+fn verdict_error(response: &Response) -> DomainError {
+    match response {
+        Response::Verdict { verdict, .. } => match verdict.as_ref() {
+            Err(e) => e.clone(),
+            Ok(decision) => panic!("not refused: {decision:?}"),
+        },
+        other => panic!("no verdict: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn grouped_creations_are_decided_in_order_each_seeing_the_ones_before_it() {
+    let mut node = Node::new();
+    let first = request(
+        Role::Writer,
+        1,
+        create("85073003328", "GR000001"),
+        Some(("a", 1)),
+    );
+    let group = vec![
+        first.clone(),
+        // The same link again, from another client: exists, by the first one.
+        request(Role::Writer, 1, create("85073003328", "GR000001"), None),
+        // The first request retried inside the same entry: answered from its session.
+        first.clone(),
+        request(
+            Role::Writer,
+            2,
+            create("75060898009", "GR000002"),
+            Some(("b", 9)),
+        ),
+        // b's older request arriving after it in the same entry: stale, not decided.
+        request(
+            Role::Writer,
+            2,
+            create("75060898009", "GR000003"),
+            Some(("b", 8)),
+        ),
+        // Not a creation: never grouped by the service; answered with nothing, changes nothing.
+        request(
+            Role::Keeper,
+            2,
+            Action::DeleteLink(DeleteLink {
+                id: 1,
+                reason: "test".into(),
+            }),
+            None,
+        ),
+    ];
+    let group_index = node.next_index;
+    let Response::Creates(answers) = node.apply_payload(Payload::Creates(group)).await else {
+        panic!("a group gets one answer per request");
+    };
+    assert_eq!(answers.len(), 6);
+    let id = created_id(&answers[0]);
+    assert!(matches!(
+        verdict_error(&answers[1]),
+        DomainError::LinkExists { existing } if existing == id
+    ));
+    assert_eq!(answers[2], replay(answers[0].clone()));
+    assert_eq!(created_id(&answers[3]), LinkId(id.0 + 1));
+    assert_eq!(answers[4], Response::Stale { last_request_id: 9 });
+    assert_eq!(answers[5], Response::None);
+    for answer in &answers[..4] {
+        let Response::Verdict { log_index, .. } = answer else {
+            panic!("no verdict: {answer:?}");
+        };
+        assert_eq!(*log_index, group_index);
+    }
+
+    // Stored as if each creation had had its own entry: both links, their indexes, one audit
+    // event each, the next id after them, and the sessions.
+    for (id, ssin) in [(id, "85073003328"), (LinkId(id.0 + 1), "75060898009")] {
+        let link = node.store.link(id).unwrap().expect("the created link");
+        assert_eq!(link.ssin.to_string(), ssin);
+        let ssin = link.ssin;
+        assert_eq!(node.store.links_by_ssin(&ssin).unwrap(), vec![link]);
+        let history: Vec<AuditEvent> = node
+            .store
+            .audit_events(&crate::store::keys::audit_link_prefix(id))
+            .unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].log_index, group_index);
+    }
+    assert_eq!(node.store.next_link_id().unwrap(), LinkId(id.0 + 2));
+    assert_eq!(
+        node.apply(request(
+            Role::Writer,
+            3,
+            create("85073003328", "GR000001"),
+            Some(("a", 1))
+        ))
+        .await,
+        replay(answers[0].clone())
+    );
+    let b = node
+        .store
+        .session::<SessionRecord>(&session_key(&organization(), "b"))
+        .unwrap()
+        .expect("b's session");
+    assert_eq!((b.request_id, b.log_index), (9, group_index));
 }

@@ -232,7 +232,7 @@ impl Store {
     /// it search its skip list again (most of a replica's write cost, by profile). The rows have
     /// distinct keys, so their order in the batch changes nothing else. The last link sets
     /// `next_link_id`, once, since the memtable keeps every overwritten version until a flush.
-    fn stage_created(&self, batch: &mut WriteBatch, links: &[Link]) -> Result<(), StoreError> {
+    pub fn stage_created(&self, batch: &mut WriteBatch, links: &[Link]) -> Result<(), StoreError> {
         let mut by_ssin = Vec::with_capacity(links.len());
         let mut by_key = Vec::with_capacity(links.len());
         for link in links {
