@@ -27,7 +27,7 @@ use linkreg::domain::{
     Action, Caller, Command, Country, Field, FormatRule, KeyTypeCode, LinkId, MemoryRegister,
     Organization, Outcome, Role, RowOutcome, Ssin, Timestamp, decide,
 };
-use linkreg::raft::{Entry, Request, Response, StateMachine};
+use linkreg::raft::{Entry, Payload, Request, Response, StateMachine};
 use linkreg::store::{Store, codec, keys};
 
 /// 2026-12-03 at 10:00 UTC, in milliseconds: the log time of every command.
@@ -251,15 +251,31 @@ struct Log {
 
 impl Log {
     fn entry(&mut self, action: Action) -> Entry {
+        let request = Request {
+            command: command(action, T0 + self.last_index as i64 + 1),
+            session: None,
+        };
+        self.entry_of(Payload::One(Box::new(request)))
+    }
+
+    fn entry_of(&mut self, payload: Payload) -> Entry {
         self.last_index += 1;
-        let index = self.last_index;
         Entry {
-            log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Request {
-                command: command(action, T0 + index as i64),
-                session: None,
-            }),
+            log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), self.last_index),
+            payload: EntryPayload::Normal(payload),
         }
+    }
+
+    /// One group-commit entry of `count` creations.
+    fn grouped_creates(&mut self, count: usize) -> Vec<Entry> {
+        let at = T0 + self.last_index as i64 + 1;
+        let requests = (0..count)
+            .map(|_| Request {
+                command: command(Action::CreateLink(self.rows.row()), at),
+                session: None,
+            })
+            .collect();
+        vec![self.entry_of(Payload::Creates(requests))]
     }
 
     fn creates(&mut self, count: usize) -> Vec<Entry> {
@@ -280,7 +296,11 @@ impl Log {
 /// Every response is a fresh verdict creating every link it asked for. Returns the responses, so
 /// that dropping them is not timed.
 fn assert_all_created(responses: Vec<Response>) -> Vec<Response> {
-    for response in &responses {
+    let answers = responses.iter().flat_map(|r| match r {
+        Response::Creates(answers) => answers.iter().collect(),
+        one => vec![one],
+    });
+    for response in answers {
         let Response::Verdict { verdict, .. } = response else {
             panic!("no verdict: {response:?}");
         };
@@ -308,6 +328,13 @@ fn state_machine_benches(c: &mut Criterion) {
     group.bench_function("apply_100_create_link_entries", |b| {
         b.iter_batched(
             || log.creates(CREATES_PER_BATCH),
+            |entries| assert_all_created(node.apply(entries)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("apply_one_entry_of_100_grouped_creates", |b| {
+        b.iter_batched(
+            || log.grouped_creates(CREATES_PER_BATCH),
             |entries| assert_all_created(node.apply(entries)),
             BatchSize::SmallInput,
         )

@@ -206,6 +206,7 @@ pub async fn start(
     };
     let mut metrics = Metrics::new();
     metrics.observe_node(node.clone());
+    metrics.observe_service(service.clone());
     let metrics = Arc::new(metrics);
     let (draining, drain_signal) = watch::channel(false);
     let soap = crate::api::soap::router(service.clone(), auth.clone(), &advertised_http);

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   write ─► leader known? ──no──► wait (bounded) for an election
-//!              │ yes
+//!              │ yes          (a creation first joins a group: group.rs)
 //!              ├─ self:  raft.client_write
 //!              └─ other: RaftPeer.Forward ─► leader's raft.client_write
 //!   read  ─► [linearizable: read index from the leader, wait until applied here] ─► local store
@@ -15,14 +15,14 @@
 //! connection lost after sending) is retried only when it carries a client session, whose
 //! recorded answer makes the retry safe; otherwise it is reported as `OutcomeUnknown`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod group;
+mod route;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
 use time::OffsetDateTime;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::domain::query::{self, ForeignKeyQuery, SsinQuery};
 use crate::domain::rules::{decide, precheck};
@@ -30,12 +30,14 @@ use crate::domain::{
     Action, Caller, Command, Country, DomainError, Field, FormatRule, KeyType, KeyTypeCode, Link,
     LinkId, RegisterView, RequestContext, Timestamp, Verdict,
 };
-use crate::proto::raft::raft_peer_client::RaftPeerClient;
-use crate::raft::network::{decode, encode, peer_client};
+use crate::raft::network::{decode, encode};
 use crate::raft::node::RaftNode;
-use crate::raft::peer::{ReadIndexResult, WriteResult};
-use crate::raft::{AuditEvent, ClientRequest, NodeId, NodeInfo, Request, Response};
+use crate::raft::peer::ReadIndexResult;
+use crate::raft::{AuditEvent, ClientRequest, NodeId, NodeInfo, Payload, Request, Response};
 use crate::store::StoreError;
+use group::Creations;
+pub use group::GroupCounts;
+use route::{Attempt, Route};
 
 pub const CLIENT_ID_MAX: usize = 128;
 
@@ -162,15 +164,8 @@ pub struct WriteOutcome {
 pub struct Service {
     node: Arc<RaftNode>,
     write_timeout: Duration,
-    peers: Mutex<HashMap<String, RaftPeerClient<Channel>>>,
-}
-
-enum Attempt {
-    Done(Response),
-    /// Refused before being appended: safe to send again.
-    NotLeader,
-    /// Sent, fate unknown.
-    Unknown(String),
+    route: Route,
+    creations: Creations,
 }
 
 fn now() -> Timestamp {
@@ -179,15 +174,22 @@ fn now() -> Timestamp {
 
 impl Service {
     pub fn new(node: Arc<RaftNode>, write_timeout: Duration) -> Service {
+        let route = Route::new(node.clone());
         Service {
             node,
             write_timeout,
-            peers: Mutex::new(HashMap::new()),
+            creations: Creations::new(route.clone()),
+            route,
         }
     }
 
     pub fn node(&self) -> &Arc<RaftNode> {
         &self.node
+    }
+
+    /// How well group commit is working on this node: groups sent and the creations in them.
+    pub fn group_counts(&self) -> GroupCounts {
+        self.creations.counts()
     }
 
     /// Replicates one command and returns the verdict every node reached on it. A refused write
@@ -253,10 +255,13 @@ impl Service {
                 Err(ServiceError::Unavailable(_)) => return Err(out_of_time(&uncertain)),
                 Err(e) => return Err(e),
             };
-            let attempt = if leader == self.node.id {
-                self.write_here(&request, deadline).await
-            } else {
-                self.write_at(&leader_node, &request, deadline).await
+            let attempt = match &request.command.action {
+                Action::CreateLink(_) => self.creations.attempt(request.clone(), deadline).await,
+                _ => {
+                    let payload = Payload::One(Box::new(request.clone()));
+                    let to = (leader, &leader_node);
+                    self.route.attempt(to, payload, deadline).await
+                }
             };
             match attempt {
                 Attempt::Done(response) => {
@@ -278,8 +283,8 @@ impl Service {
                             request_id: request.session.as_ref().map_or(0, |s| s.request_id),
                             last_request_id,
                         }),
-                        Response::None => Err(ServiceError::Internal(
-                            "a command entry produced no verdict".into(),
+                        Response::None | Response::Creates(_) => Err(ServiceError::Internal(
+                            format!("a command entry was answered with {response:?}"),
                         )),
                     };
                 }
@@ -308,16 +313,8 @@ impl Service {
     async fn leader(&self, deadline: Instant) -> Result<(NodeId, NodeInfo), ServiceError> {
         let mut metrics = self.node.raft.metrics();
         loop {
-            let known = {
-                let m = metrics.borrow_and_update();
-                m.current_leader.and_then(|id| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&id)
-                        .map(|n| (id, n.clone()))
-                })
-            };
-            if let Some(leader) = known {
+            metrics.mark_unchanged();
+            if let Some(leader) = self.route.known_leader() {
                 return Ok(leader);
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
@@ -325,57 +322,6 @@ impl Service {
                 Ok(Err(_)) => return Err(ServiceError::Internal("raft has stopped".into())),
                 Err(_) => return Err(ServiceError::Unavailable(self.write_timeout)),
             }
-        }
-    }
-
-    async fn write_here(&self, request: &Request, deadline: Instant) -> Attempt {
-        let result =
-            tokio::time::timeout_at(deadline, self.node.raft.client_write(request.clone())).await;
-        match result {
-            Err(_) => Attempt::Unknown("timed out waiting for the commit".into()),
-            Ok(Ok(r)) => Attempt::Done(r.data),
-            Ok(Err(e)) => classify(e),
-        }
-    }
-
-    fn peer(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = peers.get(addr) {
-            return Ok(client.clone());
-        }
-        let client = peer_client(
-            self.node
-                .transport
-                .channel(addr)
-                .map_err(|e| e.to_string())?,
-        );
-        peers.insert(addr.to_string(), client.clone());
-        Ok(client)
-    }
-
-    async fn write_at(&self, leader: &NodeInfo, request: &Request, deadline: Instant) -> Attempt {
-        let mut client = match self.peer(&leader.peer_addr) {
-            Ok(c) => c,
-            Err(e) => return Attempt::Unknown(e),
-        };
-        if let Err(e) = self.node.faults_allow(leader) {
-            return Attempt::Unknown(e);
-        }
-        let payload = match encode(request) {
-            Ok(p) => p,
-            Err(e) => return Attempt::Unknown(e.to_string()),
-        };
-        let mut grpc = tonic::Request::new(payload);
-        grpc.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let reply = match client.forward(grpc).await {
-            Ok(reply) => reply,
-            Err(status) if never_delivered(&status) => return Attempt::NotLeader,
-            Err(status) => return Attempt::Unknown(format!("forwarding to the leader: {status}")),
-        };
-        match decode::<WriteResult>(reply.get_ref()) {
-            Ok(Ok((response, _))) => Attempt::Done(response),
-            Ok(Err(e)) => classify(e),
-            Err(status) => Attempt::Unknown(status.to_string()),
         }
     }
 
@@ -412,7 +358,7 @@ impl Service {
         deadline: Instant,
     ) -> Option<Option<crate::raft::LogId>> {
         self.node.faults_allow(leader).ok()?;
-        let mut client = self.peer(&leader.peer_addr).ok()?;
+        let mut client = self.route.peer(&leader.peer_addr).ok()?;
         let mut grpc = tonic::Request::new(encode(&()).ok()?);
         grpc.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let reply = client.read_index(grpc).await.ok()?;
@@ -554,26 +500,5 @@ fn not_found(id: u64) -> DomainError {
     DomainError::LinkNotFound {
         field: Field::Id,
         id: LinkId(id),
-    }
-}
-
-/// A refused TCP connection carried no request: the leader we knew is gone, ask again.
-fn never_delivered(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        source = e.source();
-    }
-    false
-}
-
-fn classify(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Attempt {
-    match e {
-        // Refused by a node that is not (or no longer) leader; openraft answers so before
-        // appending, or after the entry was truncated away by a newer leader.
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Attempt::NotLeader,
-        other => Attempt::Unknown(other.to_string()),
     }
 }

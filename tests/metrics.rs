@@ -385,6 +385,11 @@ async fn metrics_count_calls_errors_and_show_the_nodes_raft_state() {
     );
     let applied = applied.expect("entries were applied").index as f64;
 
+    // Both creations went through group commit, one after the other: two groups of one.
+    assert_eq!(m.types["linkreg_write_groups_total"], "counter");
+    assert_eq!(m.value("linkreg_write_groups_total", &[]), 2.0);
+    assert_eq!(m.value("linkreg_write_grouped_creations_total", &[]), 2.0);
+
     let register = ("service", "linkreg.v1.LinkRegister");
     let create_rpc = [register, ("rpc", "CreateLink")];
     let with = |labels: &[(&'static str, &'static str)], more: &[(&'static str, &'static str)]| {

@@ -10,7 +10,7 @@ use openraft::ServerState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -23,6 +23,7 @@ use crate::api::soap::Exchange;
 use crate::cluster;
 use crate::raft::node::RaftNode;
 use crate::raft::{LogId, NodeId};
+use crate::service::Service;
 use crate::store::stats::ColumnFamilyStats;
 
 /// Latency buckets in seconds: from a fast local read to a write that waited out an election.
@@ -266,6 +267,12 @@ impl Metrics {
     pub fn observe_node(&mut self, node: Arc<RaftNode>) {
         self.registry
             .register_collector(Box::new(NodeCollector { node }));
+    }
+
+    /// Adds the service's group-commit counts, read at every scrape.
+    pub fn observe_service(&mut self, service: Arc<Service>) {
+        self.registry
+            .register_collector(Box::new(GroupCollector { service }));
     }
 
     /// The handles of the RPC at a request path, if it is one that is measured.
@@ -645,6 +652,41 @@ impl fmt::Debug for NodeCollector {
 impl Collector for NodeCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         NodeFacts::of(&self.node).encode(encoder)
+    }
+}
+
+struct GroupCollector {
+    service: Arc<Service>,
+}
+
+impl fmt::Debug for GroupCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for GroupCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let counts = self.service.group_counts();
+        for (name, help, value) in [
+            (
+                "linkreg_write_groups",
+                "Groups of creations this node sent toward the log (group commit) since it started, \
+                 whatever their outcome",
+                counts.groups,
+            ),
+            (
+                "linkreg_write_grouped_creations",
+                "Creations in those groups: divided by linkreg_write_groups, the mean number of \
+                 creations that shared one log entry and one fsync",
+                counts.creations,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let m = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(m)?;
+        }
+        Ok(())
     }
 }
 
