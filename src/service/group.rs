@@ -12,7 +12,7 @@
 //! and form the next group. A lone client never waits: its creation leaves at once, alone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -33,7 +33,9 @@ struct Queued {
 }
 
 pub(super) struct Creations {
-    route: Route,
+    /// The gathering task holds it weakly: a stopped node's store must close when the service
+    /// goes, not whenever that task next runs.
+    route: Arc<Route>,
     queue: OnceLock<mpsc::UnboundedSender<Queued>>,
     counts: Arc<Counts>,
 }
@@ -55,7 +57,7 @@ struct Counts {
 impl Creations {
     pub(super) fn new(route: Route) -> Creations {
         Creations {
-            route,
+            route: Arc::new(route),
             queue: OnceLock::new(),
             counts: Arc::default(),
         }
@@ -92,14 +94,19 @@ impl Creations {
     fn queue(&self) -> &mpsc::UnboundedSender<Queued> {
         self.queue.get_or_init(|| {
             let (queue, queued) = mpsc::unbounded_channel();
-            tokio::spawn(gather(self.route.clone(), self.counts.clone(), queued));
+            let route = Arc::downgrade(&self.route);
+            tokio::spawn(gather(route, self.counts.clone(), queued));
             queue
         })
     }
 }
 
 /// Cuts groups from the queue: whatever waits when a slot frees up leaves together.
-async fn gather(route: Route, counts: Arc<Counts>, mut queued: mpsc::UnboundedReceiver<Queued>) {
+async fn gather(
+    route: Weak<Route>,
+    counts: Arc<Counts>,
+    mut queued: mpsc::UnboundedReceiver<Queued>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = queued.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -112,7 +119,10 @@ async fn gather(route: Route, counts: Arc<Counts>, mut queued: mpsc::UnboundedRe
                 Err(_) => break,
             }
         }
-        let route = route.clone();
+        // Gone only once the service is: its callers have gone too.
+        let Some(route) = route.upgrade() else {
+            return;
+        };
         let counts = counts.clone();
         tokio::spawn(async move {
             send(&route, &counts, group).await;
