@@ -3,20 +3,25 @@
 //! drop, delay and partition traffic between chosen nodes (empty in production).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io::SeekFrom;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::storage::Snapshot;
+use openraft::{OptionalSend, StorageError, StorageIOError, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{NodeId, NodeInfo, TypeConfig};
@@ -331,4 +336,117 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.call(Method::Vote, &rpc, 0, &option).await
     }
+
+    /// openraft's own sender gives every chunk `install_snapshot_timeout`, the last one too. But
+    /// the last chunk is answered only once the receiver has installed the whole snapshot, which
+    /// takes time in proportion to the register (about 15 s at 10M links, measured): the leader
+    /// gave up on it and sent all 4 GB again. Here the last chunk gets [`INSTALL_TIMEOUT`].
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        mut snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let signature = snapshot.meta.signature();
+        let read_error = |e: std::io::Error| {
+            StreamingError::from(StorageError::from(StorageIOError::read_snapshot(
+                Some(signature.clone()),
+                &e,
+            )))
+        };
+        let file = snapshot.snapshot.as_mut();
+        let end = file.seek(SeekFrom::End(0)).await.map_err(read_error)?;
+        let chunk = option.snapshot_chunk_size().unwrap_or(MAX_MESSAGE / 2) as u64;
+        let mut cancel = std::pin::pin!(cancel);
+        let mut offset = 0;
+        let mut failures = 0;
+        loop {
+            file.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(read_error)?;
+            let mut data = Vec::new();
+            (&mut *file)
+                .take(chunk)
+                .read_to_end(&mut data)
+                .await
+                .map_err(read_error)?;
+            let sent = data.len() as u64;
+            let done = offset + sent == end;
+            let request = InstallSnapshotRequest {
+                vote,
+                meta: snapshot.meta.clone(),
+                offset,
+                data,
+                done,
+            };
+            let ttl = if done {
+                INSTALL_TIMEOUT
+            } else {
+                option.hard_ttl()
+            };
+            let call =
+                tokio::time::timeout(ttl, self.install_snapshot(request, RPCOption::new(ttl)));
+            let answer = tokio::select! {
+                closed = cancel.as_mut() => return Err(closed.into()),
+                answer = call => answer,
+            };
+            let failure: StreamingError<TypeConfig, Fatal<NodeId>> = match answer {
+                Ok(Ok(reply)) => {
+                    if reply.vote > vote || done {
+                        return Ok(SnapshotResponse::new(reply.vote));
+                    }
+                    offset += sent;
+                    failures = 0;
+                    continue;
+                }
+                Ok(Err(RPCError::RemoteError(RemoteError {
+                    source: RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
+                    ..
+                }))) => {
+                    tracing::warn!(target = self.target, %mismatch, "snapshot mismatch: starting over");
+                    offset = 0;
+                    continue;
+                }
+                Ok(Err(RPCError::RemoteError(RemoteError {
+                    target,
+                    target_node,
+                    source: RaftError::Fatal(fatal),
+                }))) => {
+                    return Err(RemoteError {
+                        target,
+                        target_node,
+                        source: fatal,
+                    }
+                    .into());
+                }
+                Ok(Err(RPCError::PayloadTooLarge(e))) => return Err(NetworkError::new(&e).into()),
+                Ok(Err(RPCError::Timeout(e))) => e.into(),
+                Ok(Err(RPCError::Unreachable(e))) => e.into(),
+                Ok(Err(RPCError::Network(e))) => e.into(),
+                Err(_) => NetworkError::new(&std::io::Error::other(format!(
+                    "no answer to the snapshot chunk at {offset} within {ttl:?}"
+                )))
+                .into(),
+            };
+            failures += 1;
+            // A failed last chunk is not sent again into an install that may be running:
+            // openraft starts a new transfer.
+            if done || failures >= CHUNK_ATTEMPTS {
+                return Err(failure);
+            }
+            tracing::warn!(
+                target = self.target,
+                offset,
+                "snapshot chunk failed ({failure}): retrying"
+            );
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+        }
+    }
 }
+
+/// How long the last chunk of a snapshot may take: the receiver answers it once the whole
+/// snapshot is installed. Bounded so that a receiver that died mid-install is given up on.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Attempts at one data chunk before the transfer is abandoned (openraft starts a new one).
+const CHUNK_ATTEMPTS: u32 = 3;

@@ -27,6 +27,9 @@ pub struct Tuning {
     pub purge_batch: u64,
     /// Bytes an append request may carry before it is split into shorter runs of entries.
     pub append_budget: usize,
+    /// How long one data chunk of a snapshot transfer may take. The last chunk, answered once
+    /// the receiver has installed the snapshot, is not bound by it (`network::INSTALL_TIMEOUT`).
+    pub snapshot_chunk_ms: u64,
     /// The store's memory budget.
     pub store: StoreTuning,
 }
@@ -40,6 +43,9 @@ impl Default for Tuning {
             snapshot_every: 20_000,
             keep_behind_snapshot: 5_000,
             append_budget: 4 * 1024 * 1024,
+            // A chunk may queue behind appends on a loaded machine; 200 ms (openraft's default)
+            // makes large snapshot transfers restart forever.
+            snapshot_chunk_ms: 10_000,
             purge_batch: 256,
             store: StoreTuning::default(),
         }
@@ -128,9 +134,7 @@ impl RaftNode {
             heartbeat_interval: tuning.heartbeat_ms,
             election_timeout_min: tuning.election_min_ms,
             election_timeout_max: tuning.election_max_ms,
-            // A chunk may queue behind appends on a loaded machine; 200 ms (the default)
-            // makes large snapshot transfers restart forever.
-            install_snapshot_timeout: 10_000,
+            install_snapshot_timeout: tuning.snapshot_chunk_ms,
             snapshot_max_chunk_size: 4 * 1024 * 1024,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
             max_in_snapshot_log_to_keep: tuning.keep_behind_snapshot,
