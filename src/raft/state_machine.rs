@@ -114,6 +114,7 @@ impl StateMachine {
         };
         // A backup being written when the process died will never be streamed.
         remove_tmp_files(snapshot_dir, BACKUP_FILE_PREFIX)?;
+        sm.remove_leftovers()?;
         let interrupted: Option<bool> = sm.store.raft_meta(INSTALLING)?;
         if interrupted.is_some() {
             tracing::warn!("finishing a snapshot installation interrupted by a restart");
@@ -552,6 +553,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        // openraft receives one snapshot at a time: a new transfer abandons any earlier one,
+        // whose file (gigabytes for a large register) would otherwise stay until an install.
+        self.remove_leftovers().map_err(snapshot_error)?;
         let path = self.path(&format!("receiving-{}.tmp", unique_suffix()));
         let file = tokio::fs::OpenOptions::new()
             .read(true)
