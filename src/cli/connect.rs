@@ -80,6 +80,15 @@ impl TlsArgs {
 }
 
 pub async fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Channel> {
+    channel_waiting(addr, tls, Duration::from_secs(30)).await
+}
+
+/// A channel whose calls may each take up to `timeout` before an answer starts.
+pub async fn channel_waiting(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+    timeout: Duration,
+) -> anyhow::Result<Channel> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
         .with_context(|| format!("--server {addr}"))?;
@@ -90,7 +99,7 @@ pub async fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Resul
     }
     endpoint
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
+        .timeout(timeout)
         .connect()
         .await
         .with_context(|| format!("connecting to {addr}"))
