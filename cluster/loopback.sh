@@ -3,6 +3,7 @@
 # trying things out without Docker.
 #
 #   cluster/loopback.sh start [--binary PATH]   fresh data in target/loopback/, nodes 1-3
+#   cluster/loopback.sh restart [--binary PATH] the same nodes on their data (e.g. a new binary)
 #   cluster/loopback.sh stop                    SIGTERM all three, wait for them
 #   cluster/loopback.sh rss                     peak RSS (VmHWM) of each running node, in MiB
 #   cluster/loopback.sh cpu                     CPU seconds (user + system) each node has used
@@ -30,13 +31,16 @@ done
 pids() { cat "$dir"/n*/pid 2>/dev/null || true; }
 
 case "$command" in
-start)
+start | restart)
     [ -x "$binary" ] || { echo "loopback: no binary at $binary (cargo build --release --locked --bin linkreg)" >&2; exit 1; }
     "$0" stop >/dev/null 2>&1 || true
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    "$binary" callers add Operations --cbe 0123456749 --role keeper --file "$dir/callers.toml" >"$dir/keeper.token" 2>/dev/null
-    "$binary" callers add Bench --cbe 0203201340 --role writer --file "$dir/callers.toml" >"$dir/writer.token" 2>/dev/null
+    if [ "$command" = start ]; then
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        "$binary" callers add Operations --cbe 0123456749 --role keeper --file "$dir/callers.toml" >"$dir/keeper.token" 2>/dev/null
+        "$binary" callers add Bench --cbe 0203201340 --role writer --file "$dir/callers.toml" >"$dir/writer.token" 2>/dev/null
+    fi
+    # On a restart the same flags are safe: --init and --join do nothing for a member.
     for n in 1 2 3; do
         mkdir -p "$dir/n$n"
         role=(--join 127.0.0.1:50052)
@@ -44,7 +48,7 @@ start)
         client=$((50041 + 10 * n))
         "$binary" serve --id "$n" --data-dir "$dir/n$n/data" --callers "$dir/callers.toml" \
             --client-addr "127.0.0.1:$client" --peer-addr "127.0.0.1:$((client + 1))" \
-            --http-addr "127.0.0.1:808$n" "${role[@]}" >"$dir/n$n/log" 2>&1 &
+            --http-addr "127.0.0.1:808$n" "${role[@]}" >>"$dir/n$n/log" 2>&1 &
         echo $! >"$dir/n$n/pid"
         # Each joins through node 1 once it is there.
         for _ in $(seq 1 100); do
@@ -73,7 +77,10 @@ rss)
     ;;
 learner)
     keeper=$(cat "$dir/keeper.token")
-    admin() { LINKREG_TOKEN=$keeper "$binary" cluster "$@" --server 127.0.0.1:50051; }
+    cli() { LINKREG_TOKEN=$keeper "$binary" cluster "$@"; }
+    # One field of a node's `cluster status --json` (empty when it does not answer).
+    field() { cli status --server "$1" --json 2>/dev/null | python3 -c "import json, sys; v = json.load(sys.stdin).get('$2'); print('' if v is None else v)" 2>/dev/null || true; }
+    voters="127.0.0.1:50051 127.0.0.1:50061 127.0.0.1:50071"
     rm -rf "$dir/n4"
     mkdir -p "$dir/n4"
     # Neither --init nor --join: it waits to be added, so the catch-up is all that is timed.
@@ -81,22 +88,41 @@ learner)
         --client-addr 127.0.0.1:50081 --peer-addr 127.0.0.1:50082 \
         --http-addr 127.0.0.1:8084 >"$dir/n4/log" 2>&1 &
     echo $! >"$dir/n4/pid"
+    # A purged log on every voter, so that whichever of them leads can only catch node 4 up by
+    # sending its snapshot: a snapshot where there is none yet (openraft purges behind it).
     started=$(date +%s.%N)
-    admin snapshot >/dev/null || true   # returns after a minute at most; the build goes on
-    until admin status --json | grep -q '"snapshot_index":[0-9]'; do sleep 1; done
-    echo "snapshot built in $(echo "$(date +%s.%N) - $started" | bc) s"
+    for s in $voters; do
+        [ -n "$(field "$s" purged_index)" ] || cli snapshot --server "$s" >/dev/null 2>&1 || true
+    done
+    for s in $voters; do
+        until [ -n "$(field "$s" purged_index)" ]; do sleep 1; done
+    done
+    echo "every voter has a snapshot and a purged log ($(echo "$(date +%s.%N) - $started" | bc) s)"
+    leader=$(field 127.0.0.1:50051 leader_id)
+    term=$(field 127.0.0.1:50051 term)
+    target=$(field "127.0.0.1:$((50041 + 10 * leader))" last_log_index)
+    echo "leader $leader, term $term, last log index $target"
     started=$(date +%s.%N)
-    admin add-learner --id 4 --addr 127.0.0.1:50082 --client-addr 127.0.0.1:50081 \
-        --http-addr 127.0.0.1:8084 >/dev/null
-    echo "learner caught up in $(echo "$(date +%s.%N) - $started" | bc) s"
+    # Returns once node 4 has caught up, or early if the leader changes: the catch-up is timed
+    # from node 4's own applied index.
+    cli add-learner --id 4 --addr 127.0.0.1:50082 --client-addr 127.0.0.1:50081 \
+        --http-addr 127.0.0.1:8084 --server 127.0.0.1:$((50041 + 10 * leader)) >"$dir/n4/add.json" 2>&1 &
+    adding=$!
+    until applied=$(field 127.0.0.1:50081 applied_index) && [ -n "$applied" ] && [ "$applied" -ge "$target" ]; do
+        sleep 1
+    done
+    echo "learner caught up to $applied in $(echo "$(date +%s.%N) - $started" | bc) s; voters' term $term -> $(field 127.0.0.1:50051 term)"
+    wait "$adding" || echo "add-learner: $(cat "$dir/n4/add.json")" >&2
     awk '/VmHWM/ { printf "node 4 peak RSS %.0f MiB\n", $2 / 1024 }' "/proc/$(cat "$dir/n4/pid")/status"
     du -sh "$dir/n4/data" | awk '{ print "node 4 data " $1 }'
-    d1=$(LINKREG_TOKEN=$keeper "$binary" cluster digest --server 127.0.0.1:50051 --json)
-    d4=$(LINKREG_TOKEN=$keeper "$binary" cluster digest --server 127.0.0.1:50081 --json)
+    # Digests compare at equal applied indexes (nothing is written meanwhile).
+    until [ "$(field 127.0.0.1:50081 applied_index)" = "$(field 127.0.0.1:50051 applied_index)" ]; do sleep 1; done
+    d1=$(cli digest --server 127.0.0.1:50051 --json)
+    d4=$(cli digest --server 127.0.0.1:50081 --json)
     sha() { sed 's/.*"sha256":"\([0-9a-f]*\)".*/\1/'; }
     if [ "$(echo "$d1" | sha)" = "$(echo "$d4" | sha)" ]; then echo "digests equal"; else
         echo "digests differ: $d1 / $d4" >&2; fi
-    admin remove --id 4 >/dev/null
+    cli remove --id 4 --server 127.0.0.1:50051 >/dev/null || true
     kill "$(cat "$dir/n4/pid")"
     rm -f "$dir/n4/pid"
     ;;
