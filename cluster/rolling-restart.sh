@@ -61,7 +61,7 @@ if [ "$rebuild" = yes ]; then
 fi
 [ -x "$linkreg" ] || die "$linkreg is missing: it is the host-side client (build it, or give --debug / --binary PATH)"
 
-client_addr() { echo "127.0.0.1:5${1}051"; }
+client_addr() { echo "127.0.0.1:2${1}051"; }
 
 # Status as seen from the first of the given nodes that answers (JSON on stdout).
 status_from() {

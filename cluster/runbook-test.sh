@@ -122,7 +122,7 @@ run() {
     "$@" || fail "\`${shown[*]}\` exited with $?"
 }
 
-client() { echo "127.0.0.1:5${1}051"; }
+client() { echo "127.0.0.1:2${1}051"; }
 all_clients() {
     local n out=
     for n in "$@"; do out+="${out:+,}$(client "$n")"; done
