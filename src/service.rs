@@ -283,8 +283,12 @@ impl Service {
                             request_id: request.session.as_ref().map_or(0, |s| s.request_id),
                             last_request_id,
                         }),
-                        Response::None | Response::Creates(_) => Err(ServiceError::Internal(
-                            format!("a command entry was answered with {response:?}"),
+                        // Not the response itself in the message: it may quote personal data.
+                        Response::None => Err(ServiceError::Internal(
+                            "a command entry produced no verdict".into(),
+                        )),
+                        Response::Creates(_) => Err(ServiceError::Internal(
+                            "a single command was answered as a group".into(),
                         )),
                     };
                 }

@@ -263,13 +263,7 @@ async fn create_at(
     s: Option<ClientRequest>,
 ) -> Result<LinkId, ServiceError> {
     let outcome = c.node(node).service.write(writer(), create(n), s).await?;
-    match outcome.verdict.expect("the rules accept the link") {
-        linkreg::domain::Decision {
-            outcome: Outcome::Link(link),
-            ..
-        } => Ok(link.id),
-        other => panic!("unexpected outcome {other:?}"),
-    }
+    Ok(created_or_code(&outcome).expect("the rules accept the link"))
 }
 
 /// Every acknowledged link is on `node`, exactly once.

@@ -90,9 +90,9 @@ fn patience(command: &ClusterCommand) -> Duration {
     }
 }
 
-async fn connect(addr: &str, access: &Access, command: &ClusterCommand) -> anyhow::Result<Client> {
+async fn connect(addr: &str, access: &Access, patience: Duration) -> anyhow::Result<Client> {
     Ok(ClusterAdminClient::with_interceptor(
-        channel_waiting(addr, access.tls.as_ref(), patience(command)).await?,
+        channel_waiting(addr, access.tls.as_ref(), patience).await?,
         access.bearer.clone(),
     ))
 }
@@ -118,7 +118,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         let mut server = args.server.clone();
         // Membership changes must run on the leader: follow one redirect.
         for _ in 0..2 {
-            let mut client = connect(&server, &access, &args.command).await?;
+            let mut client = connect(&server, &access, patience(&args.command)).await?;
             match call(&mut client, &args.command, &access).await {
                 Ok(value) => {
                     print(&value, args.json, &args.command);
@@ -209,7 +209,9 @@ async fn add_member_progress(status: &mut Value, access: &Access) {
             .unwrap_or_default()
             .to_string();
         let own = async {
-            let mut client = connect(&addr, access, &ClusterCommand::Status).await.ok()?;
+            let mut client = connect(&addr, access, patience(&ClusterCommand::Status))
+                .await
+                .ok()?;
             let request = client.status(pb::StatusRequest {});
             tokio::time::timeout(Duration::from_secs(2), request)
                 .await

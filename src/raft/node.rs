@@ -10,7 +10,7 @@ use super::network::{Faults, MAX_MESSAGE, Network, PeerTransport};
 use super::peer::PeerService;
 use super::{LogStore, NodeId, NodeInfo, StateMachine, StateMachineError, TypeConfig};
 use crate::proto::raft::raft_peer_server::RaftPeerServer;
-use crate::store::{Store, StoreError, StoreTuning};
+use crate::store::{Store, StoreError, StoreTuning, cf};
 
 /// Timing and compaction knobs. Defaults suit a LAN or containers on a busy two-core machine;
 /// tests shrink the snapshot threshold to exercise snapshots.
@@ -150,15 +150,14 @@ async fn snapshot_when_due(raft: Raft<TypeConfig>, store: Weak<Store>, every: u6
             }
         };
         drop(store);
-        let (mut log_bytes, mut state_bytes) = (0, 0);
-        for cf in stats {
-            let bytes = cf.sst_bytes.unwrap_or(0) + cf.memtable_bytes.unwrap_or(0);
-            match cf.name {
-                crate::store::cf::RAFT_LOG => log_bytes += bytes,
-                crate::store::cf::RAFT_META => {}
-                _ => state_bytes += bytes,
-            }
-        }
+        let bytes = |families: &[&str]| -> u64 {
+            stats
+                .iter()
+                .filter(|s| families.contains(&s.name))
+                .map(|s| s.sst_bytes.unwrap_or(0) + s.memtable_bytes.unwrap_or(0))
+                .sum()
+        };
+        let (log_bytes, state_bytes) = (bytes(&[cf::RAFT_LOG]), bytes(&cf::STATE_MACHINE));
         if snapshot_due(since, every, log_bytes, state_bytes)
             && raft.trigger().snapshot().await.is_err()
         {

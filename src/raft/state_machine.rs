@@ -158,32 +158,25 @@ impl StateMachine {
         // Before anything of this entry is staged: a sweep must not remove the session record
         // the entry itself writes (the batch applies in order).
         self.sweep_sessions(batch, request.command.at)?;
-        let recorded = match &request.session {
-            Some(s) => self.store.session::<SessionRecord>(&session_key(
-                &request.command.caller.organization,
-                &s.client_id,
-            ))?,
-            None => None,
-        };
-        if let Some(answer) = recorded_answer(request, recorded.as_ref()) {
-            return Ok(answer);
-        }
-        let verdict = decide(&*self.store, &request.command)?;
-        if let Ok(decision) = &verdict
-            && let Some(change) = &decision.change
-        {
-            self.store.stage(batch, change)?;
-            for (key, event) in audit_events(log_id.index, &request.command, change, decision) {
-                self.store.stage_audit(batch, &key, &event)?;
-            }
-        }
-        Ok(self.record(batch, log_id, request, verdict)?.1)
+        self.apply_one(
+            batch,
+            log_id,
+            request,
+            &mut HashMap::new(),
+            |batch, command| {
+                let verdict = decide(&*self.store, command)?;
+                if let Ok(decision) = &verdict
+                    && let Some(change) = &decision.change
+                {
+                    self.store.stage(batch, change)?;
+                }
+                Ok(Some(verdict))
+            },
+        )
     }
 
     /// The creations of a group-commit entry, decided in order against the store plus the links
-    /// the earlier ones created, all staged in the entry's one batch. A client's session record
-    /// written earlier in the entry answers a retry later in it, as the store would across
-    /// entries.
+    /// the earlier ones created, all staged in the entry's one batch.
     fn apply_creates(
         &self,
         batch: &mut WriteBatch,
@@ -194,78 +187,79 @@ impl StateMachine {
             self.sweep_sessions(batch, latest)?;
         }
         let mut creations = Creations::new(&*self.store);
-        let mut sessions: HashMap<String, SessionRecord> = HashMap::new();
+        let mut sessions = HashMap::new();
         let mut created = Vec::new();
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
-            let key = request
-                .session
-                .as_ref()
-                .map(|s| session_key(&request.command.caller.organization, &s.client_id));
-            let recorded = match &key {
-                Some(key) => match sessions.get(key) {
-                    Some(record) => Some(record.clone()),
-                    None => self.store.session::<SessionRecord>(key)?,
-                },
-                None => None,
-            };
-            if let Some(answer) = recorded_answer(request, recorded.as_ref()) {
-                answers.push(answer);
-                continue;
-            }
-            let Some(verdict) = creations.decide(&request.command) else {
-                answers.push(Response::None);
-                continue;
-            };
-            let verdict = verdict?;
-            if let Ok(decision) = &verdict
-                && let Some(change @ Change::LinkCreated { link }) = &decision.change
-            {
-                for (key, event) in audit_events(log_id.index, &request.command, change, decision) {
-                    self.store.stage_audit(batch, &key, &event)?;
+            let answer = self.apply_one(batch, log_id, request, &mut sessions, |_, command| {
+                let verdict = creations.decide(command).transpose()?;
+                if let Some(Ok(Decision {
+                    change: Some(Change::LinkCreated { link }),
+                    ..
+                })) = &verdict
+                {
+                    created.push(link.clone());
                 }
-                created.push(link.clone());
-            }
-            let (record, answer) = self.record(batch, log_id, request, verdict)?;
-            if let (Some(key), Some(record)) = (key, record) {
-                sessions.insert(key, record);
-            }
+                Ok(verdict)
+            })?;
             answers.push(answer);
         }
         self.store.stage_created(batch, &created)?;
         Ok(Response::Creates(answers))
     }
 
-    /// Records a decided verdict in the client's session, when the request has one, and makes
-    /// the answer.
-    fn record(
+    /// One request of an entry: answered from its client's session when that has the answer
+    /// (`staged` holds the records this entry wrote so far, which the store does not show yet),
+    /// else decided by `decide`, which stages the change, and then audited and recorded.
+    /// `decide` returning `None` (a request it does not take) changes nothing.
+    fn apply_one(
         &self,
         batch: &mut WriteBatch,
         log_id: LogId,
         request: &Request,
-        verdict: Verdict,
-    ) -> Result<(Option<SessionRecord>, Response), StoreError> {
-        let record = match &request.session {
-            Some(session) => {
-                let record = SessionRecord {
-                    request_id: session.request_id,
-                    action: request.command.action.clone(),
-                    log_index: log_id.index,
-                    verdict: verdict.clone(),
-                    last_seen: request.command.at,
-                };
-                let key = session_key(&request.command.caller.organization, &session.client_id);
-                self.store.stage_session(batch, &key, &record)?;
-                Some(record)
-            }
+        staged: &mut HashMap<String, SessionRecord>,
+        decide: impl FnOnce(&mut WriteBatch, &Command) -> Result<Option<Verdict>, StoreError>,
+    ) -> Result<Response, StoreError> {
+        let key = request
+            .session
+            .as_ref()
+            .map(|s| session_key(&request.command.caller.organization, &s.client_id));
+        let recorded = match &key {
+            Some(key) => match staged.get(key) {
+                Some(record) => Some(record.clone()),
+                None => self.store.session::<SessionRecord>(key)?,
+            },
             None => None,
         };
-        let answer = Response::Verdict {
+        if let Some(answer) = recorded_answer(request, recorded.as_ref()) {
+            return Ok(answer);
+        }
+        let Some(verdict) = decide(batch, &request.command)? else {
+            return Ok(Response::None);
+        };
+        if let Ok(decision) = &verdict
+            && let Some(change) = &decision.change
+        {
+            for (key, event) in audit_events(log_id.index, &request.command, change, decision) {
+                self.store.stage_audit(batch, &key, &event)?;
+            }
+        }
+        if let (Some(key), Some(session)) = (key, &request.session) {
+            let record = SessionRecord {
+                request_id: session.request_id,
+                action: request.command.action.clone(),
+                log_index: log_id.index,
+                verdict: verdict.clone(),
+                last_seen: request.command.at,
+            };
+            self.store.stage_session(batch, &key, &record)?;
+            staged.insert(key, record);
+        }
+        Ok(Response::Verdict {
             verdict: Box::new(verdict),
             log_index: log_id.index,
             replayed: false,
-        };
-        Ok((record, answer))
+        })
     }
 
     /// Drops sessions idle for longer than the TTL, at most once per sweep interval of log time.

@@ -62,6 +62,13 @@ impl Node {
         node
     }
 
+    /// The session record of `client` (of the test organization), if any.
+    fn session(&self, client: &str) -> Option<SessionRecord> {
+        self.store
+            .session::<SessionRecord>(&session_key(&organization(), client))
+            .unwrap()
+    }
+
     async fn build_snapshot(&mut self) -> Snapshot<TypeConfig> {
         self.sm
             .get_snapshot_builder()
@@ -272,18 +279,8 @@ async fn sessions_expire_by_log_time() {
         Some(("new", 1)),
     ))
     .await;
-    assert!(
-        node.store
-            .session::<SessionRecord>(&session_key(&organization(), "old"))
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        node.store
-            .session::<SessionRecord>(&session_key(&organization(), "new"))
-            .unwrap()
-            .is_some()
-    );
+    assert!(node.session("old").is_none());
+    assert!(node.session("new").is_some());
 }
 
 #[tokio::test]
@@ -484,9 +481,7 @@ async fn a_client_back_after_a_day_keeps_the_session_its_new_request_writes() {
     );
     let first = node.apply(back.clone()).await;
     let record = node
-        .store
-        .session::<SessionRecord>(&session_key(&organization(), "c1"))
-        .unwrap()
+        .session("c1")
         .expect("the new request's session record");
     assert_eq!(record.request_id, 2);
     assert_eq!(node.apply(back).await, replay(first));
@@ -587,10 +582,6 @@ async fn grouped_creations_are_decided_in_order_each_seeing_the_ones_before_it()
         .await,
         replay(answers[0].clone())
     );
-    let b = node
-        .store
-        .session::<SessionRecord>(&session_key(&organization(), "b"))
-        .unwrap()
-        .expect("b's session");
+    let b = node.session("b").expect("b's session");
     assert_eq!((b.request_id, b.log_index), (9, group_index));
 }

@@ -160,8 +160,10 @@ async fn send(route: &Route, counts: &Counts, mut group: Vec<Queued>) {
                 let _ = answer.send(Attempt::Done(response));
             }
         }
-        Attempt::Done(other) => {
-            let reason = format!("the leader answered a group of {count} creations with {other:?}");
+        Attempt::Done(_) => {
+            // Not the answer itself in the message: it may quote personal data.
+            let reason =
+                format!("the leader did not answer a group of {count} creations one by one");
             for answer in answers {
                 let _ = answer.send(Attempt::Unknown(reason.clone()));
             }

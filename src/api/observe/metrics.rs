@@ -623,6 +623,17 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Resul
     gauge.encode(m)
 }
 
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), fmt::Error> {
+    let counter = ConstCounter::new(value);
+    let m = e.encode_descriptor(name, help, None, counter.metric_type())?;
+    counter.encode(m)
+}
+
 fn member_gauges(
     e: &mut DescriptorEncoder,
     name: &str,
@@ -682,9 +693,7 @@ impl Collector for GroupCollector {
                 counts.creations,
             ),
         ] {
-            let counter = ConstCounter::new(value);
-            let m = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            counter.encode(m)?;
+            counter(&mut encoder, name, help, value)?;
         }
         Ok(())
     }
