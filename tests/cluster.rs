@@ -2,8 +2,10 @@
 //! cut between chosen nodes: replication, failover, partitions, restarts, snapshots, membership
 //! and exactly-once retries. Every test ends with equal digests on all members.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,11 +42,6 @@ fn auth() -> Authenticator {
     Authenticator::fixed(dev_callers())
 }
 
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    listener.local_addr().expect("bound address")
-}
-
 fn tuning() -> Tuning {
     Tuning {
         heartbeat_ms: 50,
@@ -77,7 +74,7 @@ impl Cluster {
             data_dir: m.dir.path().to_path_buf(),
             client_addr: m.client,
             peer_addr: m.peer,
-            http_addr: free_addr(),
+            http_addr: common::free_addr(),
             advertise: NodeInfo {
                 peer_addr: m.peer.to_string(),
                 client_addr: m.client.to_string(),
@@ -98,8 +95,8 @@ impl Cluster {
             id,
             Member {
                 dir: tempfile::tempdir().unwrap(),
-                peer: free_addr(),
-                client: free_addr(),
+                peer: common::free_addr(),
+                client: common::free_addr(),
                 running: None,
             },
         );
@@ -117,8 +114,8 @@ impl Cluster {
             id,
             Member {
                 dir: tempfile::tempdir().unwrap(),
-                peer: free_addr(),
-                client: free_addr(),
+                peer: common::free_addr(),
+                client: common::free_addr(),
                 running: None,
             },
         );

@@ -1,7 +1,8 @@
 //! Three real `linkreg serve` processes on loopback, driven with `linkreg cluster`: the way an
 //! operator starts a cluster by hand (see the README).
 
-use std::net::TcpListener;
+mod common;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,11 +11,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_linkreg");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::free_addr().port()
 }
 
 struct Proc {

@@ -1,7 +1,9 @@
 //! TLS on the client listener (with client certificates required) and mutual TLS between
 //! members, with certificates made here by a throwaway CA.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +17,6 @@ use linkreg::raft::node::Tuning;
 use linkreg::server::{self, NodeConfig, Running, TlsFiles};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn new_ca() -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -53,7 +48,7 @@ fn config(
         data_dir: dir.to_path_buf(),
         client_addr: client,
         peer_addr: peer,
-        http_addr: free_addr(),
+        http_addr: common::free_addr(),
         advertise: NodeInfo {
             peer_addr: peer.to_string(),
             client_addr: client.to_string(),
@@ -102,7 +97,7 @@ async fn the_client_listener_speaks_tls_and_requires_client_certificates() {
     let (server_cert, server_key) = leaf(&ca, &["127.0.0.1", "localhost"]);
     let (client_cert, client_key) = leaf(&ca, &["client.example"]);
     let dir = tempfile::tempdir().unwrap();
-    let (peer, client) = (free_addr(), free_addr());
+    let (peer, client) = (common::free_addr(), common::free_addr());
     let mut cfg = config(1, true, None, peer, client, dir.path());
     cfg.client_tls = Some(TlsFiles {
         cert: server_cert.into_bytes(),
@@ -181,7 +176,12 @@ async fn members_authenticate_each_other_with_the_peer_ca() {
         })
     };
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (p1, c1, p2, c2) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let (p1, c1, p2, c2) = (
+        common::free_addr(),
+        common::free_addr(),
+        common::free_addr(),
+        common::free_addr(),
+    );
     let mut cfg1 = config(1, true, None, p1, c1, d1.path());
     cfg1.peer_tls = peer_tls();
     let n1 = start(cfg1).await;

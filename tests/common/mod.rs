@@ -15,11 +15,40 @@ use linkreg::raft::network::Faults;
 use linkreg::raft::node::Tuning;
 use linkreg::server::{self, NodeConfig, Running};
 
+/// A loopback address nobody listens on, below the kernel's ephemeral range.
+///
+/// Asking the kernel for port 0 hands out a port from the ephemeral range, and between this
+/// probe and the node's own bind any outgoing connection (a client, a raft peer, another test)
+/// may be given that same port as its local end: CI saw "address in use" that way. Ports below
+/// the range are never chosen as a local end, and a counter shared by the process keeps
+/// parallel tests apart; the start depends on the process id so that two test processes at
+/// once rarely probe the same ports. The range is 11000..21000: the Python tests take
+/// 10000..11000 and the compose cluster (`cluster/`) publishes its ports from 21051 on.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 11_000;
+    const END: u32 = 21_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let end = END.min(ephemeral_low);
+    assert!(
+        end > FIRST + 1_000,
+        "the ephemeral range starts at {ephemeral_low}: no room for test ports below it"
+    );
+    let span = end - FIRST;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (start + step) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {end}");
 }
 
 /// A node on fresh loopback ports with elections fast enough for tests.

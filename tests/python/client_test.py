@@ -2,7 +2,6 @@
 update a link against a running `linkreg serve --dev` node, and read a structured error."""
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,14 +11,10 @@ import traceback
 import grpc
 from grpc_tools import protoc
 
+from loopback import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.path.join(ROOT, "target", "debug", "linkreg")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def generate_stubs(out):

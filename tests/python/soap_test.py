@@ -5,7 +5,6 @@ SOAP 1.2 give the same answers, and hostile requests get faults and change nothi
 
 import datetime
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,16 +18,12 @@ from zeep.exceptions import Fault
 from zeep.plugins import HistoryPlugin
 from zeep.wsse.username import UsernameToken
 
+from loopback import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.path.join(ROOT, "target", "debug", "linkreg")
 NS = "http://linkreg.be/soap/LinkRegister/v1"
 DEV_ORG, DEV_CBE = "Development", "0123456749"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_node(data):
