@@ -23,6 +23,7 @@ use time::Date;
 use time::macros::date;
 
 use linkreg::domain::command::{CreateLink, ImportLinks};
+use linkreg::domain::query::{self, ForeignKeyQuery, SsinQuery};
 use linkreg::domain::{
     Action, Caller, Command, Country, Field, FormatRule, KeyTypeCode, LinkId, MemoryRegister,
     Organization, Outcome, Role, RowOutcome, Ssin, Timestamp, decide,
@@ -216,6 +217,7 @@ fn domain_benches(c: &mut Criterion) {
 /// A state machine on a temporary RocksDB, and a runtime to drive its async API.
 struct Node {
     _dir: TempDir,
+    store: Arc<Store>,
     sm: StateMachine,
     runtime: tokio::runtime::Runtime,
 }
@@ -224,12 +226,14 @@ impl Node {
     fn new() -> Node {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Arc::new(Store::open(&dir.path().join("db")).expect("the store opens"));
-        let sm = StateMachine::open(store, &dir.path().join("snapshots")).expect("the sm opens");
+        let sm =
+            StateMachine::open(store.clone(), &dir.path().join("snapshots")).expect("the sm opens");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime");
         Node {
             _dir: dir,
+            store,
             sm,
             runtime,
         }
@@ -350,12 +354,59 @@ fn state_machine_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// Searches on a store of 100,000 links (each person one), read from table files: a search's
+/// part below the network, what `linkreg bench --workload search-ssin|search-key` adds it to.
+fn search_benches(c: &mut Criterion) {
+    const LINKS: usize = 100_000;
+    let mut node = Node::new();
+    let mut log = Log::default();
+    for _ in 0..LINKS / IMPORT_ROWS {
+        assert_all_created(node.apply(log.import(IMPORT_ROWS)));
+    }
+    node.store.flush().expect("memtables flush");
+    let mut people = FreshRows::default();
+    let stored: Vec<CreateLink> = people.rows(LINKS);
+    let mut group = c.benchmark_group("search");
+    let mut n = 0usize;
+    let mut next = || {
+        // A stride through the stored rows, so that consecutive searches hit other blocks.
+        n = (n + 7_919) % LINKS;
+        &stored[n]
+    };
+    group.bench_function("by_ssin_of_100k", |b| {
+        b.iter(|| {
+            let row = next();
+            let query = SsinQuery {
+                ssin: row.ssin.clone(),
+                ..Default::default()
+            };
+            let found = query::search_by_ssin(&*node.store, &query, TODAY).expect("store reads");
+            assert_eq!(found.map(|links| links.len()), Ok(1));
+        })
+    });
+    group.bench_function("by_foreign_key_of_100k", |b| {
+        b.iter(|| {
+            let row = next();
+            let query = ForeignKeyQuery {
+                country: row.country.clone(),
+                value: row.value.clone(),
+                key_type: Some(row.key_type.clone()),
+                valid_on: None,
+            };
+            let found = query::search_by_foreign_key(&*node.store, &query).expect("store reads");
+            assert_eq!(found.map(|links| links.len()), Ok(1));
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     codec_benches,
     key_benches,
     ssin_benches,
     domain_benches,
-    state_machine_benches
+    state_machine_benches,
+    search_benches
 );
 criterion_main!(benches);

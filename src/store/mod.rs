@@ -140,16 +140,9 @@ impl Store {
     /// Keys and values of every row whose key starts with `prefix`, in key order. Bounded above
     /// so RocksDB stops at the end of the prefix instead of scanning on.
     fn scan(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Row>, StoreError> {
-        let mut options = ReadOptions::default();
-        if let Some(bound) = keys::prefix_upper_bound(prefix) {
-            options.set_iterate_upper_bound(bound);
-        }
-        // Lets the index column families' prefix blooms skip files without the prefix; where
-        // a family has no prefix extractor it changes nothing.
-        options.set_prefix_same_as_start(true);
         let rows = self.db.iterator_cf_opt(
             self.cf(cf)?,
-            options,
+            prefix_scan(prefix),
             IteratorMode::From(prefix, Direction::Forward),
         );
         rows.map(|row| row.map_err(StoreError::from)).collect()
@@ -172,14 +165,37 @@ impl Store {
         Ok(())
     }
 
+    /// The links an index prefix names, index rows and links read as of one instant: searches
+    /// run beside the state machine's writes, and a link deleted between the two reads would
+    /// otherwise leave its index row without a link (a failed search, not a smaller answer).
     fn links_from_index(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Link>, StoreError> {
-        let mut links = Vec::new();
-        for (key, _) in self.scan(cf, prefix)? {
-            let id = keys::index_link_id(&key).map_err(|source| StoreError::Key { cf, source })?;
-            let link = self.link(id)?.ok_or(StoreError::DanglingIndex { cf, id })?;
-            links.push(link);
+        let view = self.db.snapshot();
+        let mut rows = view.raw_iterator_cf_opt(self.cf(cf)?, prefix_scan(prefix));
+        let mut ids = Vec::new();
+        rows.seek(prefix);
+        while let Some(key) = rows.key() {
+            ids.push(keys::index_link_id(key).map_err(|source| StoreError::Key { cf, source })?);
+            rows.next();
         }
-        Ok(links)
+        rows.status()?;
+        let mut at_view = ReadOptions::default();
+        at_view.set_snapshot(&view);
+        let link_keys: Vec<_> = ids.iter().map(|id| keys::link(*id)).collect();
+        // Index rows are in link id order, and so are the link keys: RocksDB may skip sorting.
+        let found =
+            self.db
+                .batched_multi_get_cf_opt(self.cf(cf::LINKS)?, &link_keys, true, &at_view);
+        ids.iter()
+            .zip(found)
+            .map(|(id, found)| {
+                let bytes = found?.ok_or(StoreError::DanglingIndex { cf, id: *id })?;
+                codec::decode(&bytes).map_err(|source| StoreError::Value {
+                    cf: cf::LINKS,
+                    key: keys::link(*id).to_vec(),
+                    source,
+                })
+            })
+            .collect()
     }
 
     /// Adds the writes of `change` (data and every index) to `batch`. The caller writes the batch,
@@ -269,6 +285,18 @@ impl Store {
         self.db.write_opt(batch, &options)?;
         Ok(())
     }
+}
+
+/// Read options for a walk over the rows under `prefix`.
+fn prefix_scan(prefix: &[u8]) -> ReadOptions {
+    let mut options = ReadOptions::default();
+    if let Some(bound) = keys::prefix_upper_bound(prefix) {
+        options.set_iterate_upper_bound(bound);
+    }
+    // Lets the index column families' prefix blooms skip files without the prefix; where a
+    // family has no prefix extractor it changes nothing.
+    options.set_prefix_same_as_start(true);
+    options
 }
 
 /// The index rows a link has, by column family: written with it, deleted with it.

@@ -268,3 +268,61 @@ fn corrupt_rows_are_errors_not_panics() {
         .unwrap();
     assert!(decide(&store, &command(Role::Writer, 0, create)).is_err());
 }
+
+/// Searches run beside the state machine's writes. A link deleted between reading its index
+/// row and reading the link must not fail the search: each answer is as of one instant, the
+/// link whole or absent.
+#[test]
+fn a_search_beside_deletions_sees_each_link_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let create = Action::CreateLink(CreateLink {
+        ssin: SSINS[0].into(),
+        country: "NL".into(),
+        key_type: "TAX_NUMBER".into(),
+        value: "123-456-789".into(),
+        ..Default::default()
+    });
+    let decision = execute(&store, &command(Role::Writer, 0, create))
+        .unwrap()
+        .unwrap();
+    let Some(Change::LinkCreated { link }) = decision.change else {
+        panic!("a creation creates")
+    };
+    let fk = link.foreign_key.clone();
+    let writer = {
+        let (store, link) = (store.clone(), link.clone());
+        std::thread::spawn(move || {
+            for _ in 0..3_000 {
+                for change in [
+                    Change::LinkDeleted {
+                        link: link.clone(),
+                        reason: "test".into(),
+                    },
+                    Change::LinkCreated { link: link.clone() },
+                ] {
+                    let mut batch = WriteBatch::default();
+                    store.stage(&mut batch, &change).unwrap();
+                    store.write(batch).unwrap();
+                }
+            }
+        })
+    };
+    let (mut searches, mut seen) = (0u32, 0u32);
+    while !writer.is_finished() {
+        for found in [
+            store.links_by_ssin(&link.ssin),
+            store.links_by_foreign_key(fk.country, &fk.key_type, fk.value.normalized()),
+        ] {
+            let found = found.unwrap_or_else(|e| panic!("search {searches} failed: {e}"));
+            assert!(found.is_empty() || found == [link.clone()], "{found:?}");
+            seen += u32::from(!found.is_empty());
+            searches += 1;
+        }
+    }
+    writer.join().unwrap();
+    assert!(
+        searches > 100 && seen > 0,
+        "{searches} searches, {seen} found"
+    );
+}
