@@ -380,7 +380,8 @@ fn search_benches(c: &mut Criterion) {
                 ssin: row.ssin.clone(),
                 ..Default::default()
             };
-            let found = query::search_by_ssin(&*node.store, &query, TODAY).expect("store reads");
+            let found =
+                query::search_by_ssin(&node.store.view(), &query, TODAY).expect("store reads");
             assert_eq!(found.map(|links| links.len()), Ok(1));
         })
     });
@@ -393,7 +394,8 @@ fn search_benches(c: &mut Criterion) {
                 key_type: Some(row.key_type.clone()),
                 valid_on: None,
             };
-            let found = query::search_by_foreign_key(&*node.store, &query).expect("store reads");
+            let found =
+                query::search_by_foreign_key(&node.store.view(), &query).expect("store reads");
             assert_eq!(found.map(|links| links.len()), Ok(1));
         })
     });

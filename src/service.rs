@@ -229,7 +229,7 @@ impl Service {
         // only what needs no state (role, size) is checked here.
         let early = match &command.action {
             Action::ImportLinks(_) => precheck(&command).err(),
-            _ => decide(&*self.node.store, &command)?.err(),
+            _ => decide(&self.node.store.view(), &command)?.err(),
         };
         if let Some(e) = early
             && e.is_input_error()
@@ -412,7 +412,8 @@ impl Service {
         options: impl Into<ReadOptions>,
     ) -> Result<(Result<Vec<Link>, DomainError>, ReadMeta), ServiceError> {
         let meta = self.read_meta(options.into()).await?;
-        let links = query::search_by_ssin(&*self.node.store, query, now().belgian_date_bound())?;
+        let links =
+            query::search_by_ssin(&self.node.store.view(), query, now().belgian_date_bound())?;
         Ok((links, meta))
     }
 
@@ -422,7 +423,7 @@ impl Service {
         options: impl Into<ReadOptions>,
     ) -> Result<(Result<Vec<Link>, DomainError>, ReadMeta), ServiceError> {
         let meta = self.read_meta(options.into()).await?;
-        let links = query::search_by_foreign_key(&*self.node.store, query)?;
+        let links = query::search_by_foreign_key(&self.node.store.view(), query)?;
         Ok((links, meta))
     }
 

@@ -106,6 +106,18 @@ pub fn index_link_id(key: &[u8]) -> Result<LinkId, KeyError> {
     decode_u64(&key[start..]).map(LinkId)
 }
 
+/// The link id of an index row found under `prefix`: exactly the prefix and a link id. Rows
+/// under one prefix are then in link id order, which a search's batched read relies on.
+pub fn index_row_link_id(prefix: &[u8], key: &[u8]) -> Result<LinkId, KeyError> {
+    match key.strip_prefix(prefix) {
+        Some(id) if id.len() == ID_LEN => decode_u64(id).map(LinkId),
+        _ => Err(KeyError {
+            key: key.to_vec(),
+            reason: "not its search prefix followed by a link id",
+        }),
+    }
+}
+
 pub fn key_type(code: &KeyTypeCode) -> Vec<u8> {
     let mut key = vec![KEY_TYPE_TAG];
     key.extend_from_slice(code.as_str().as_bytes());

@@ -17,7 +17,10 @@ pub mod stats;
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamily, DB, Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, WriteBatch,
+    WriteOptions,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -125,27 +128,30 @@ impl Store {
         cf: &'static str,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
-            None => Ok(None),
-            Some(bytes) => codec::decode(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Value {
-                    cf,
-                    key: key.to_vec(),
-                    source,
-                }),
+        self.latest().get(cf, key)
+    }
+
+    fn scan(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Row>, StoreError> {
+        self.latest().scan(cf, prefix)
+    }
+
+    /// The register as of this instant, for readers beside the state machine (searches, a
+    /// command's early check): every read through it sees one RocksDB snapshot, so a search by
+    /// foreign key over several key types, or an index row and its link, never meet two states.
+    pub fn view(&self) -> View<'_> {
+        View {
+            store: self,
+            snapshot: Some(self.db.snapshot()),
         }
     }
 
-    /// Keys and values of every row whose key starts with `prefix`, in key order. Bounded above
-    /// so RocksDB stops at the end of the prefix instead of scanning on.
-    fn scan(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Row>, StoreError> {
-        let rows = self.db.iterator_cf_opt(
-            self.cf(cf)?,
-            prefix_scan(prefix),
-            IteratorMode::From(prefix, Direction::Forward),
-        );
-        rows.map(|row| row.map_err(StoreError::from)).collect()
+    /// Reads of whatever is stored when each read runs: for the state machine, the only
+    /// writer, which reads between its own writes.
+    fn latest(&self) -> View<'_> {
+        View {
+            store: self,
+            snapshot: None,
+        }
     }
 
     /// Every link in id order, as of one instant (a RocksDB snapshot); `visit` returns false to
@@ -163,39 +169,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    /// The links an index prefix names, index rows and links read as of one instant: searches
-    /// run beside the state machine's writes, and a link deleted between the two reads would
-    /// otherwise leave its index row without a link (a failed search, not a smaller answer).
-    fn links_from_index(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Link>, StoreError> {
-        let view = self.db.snapshot();
-        let mut rows = view.raw_iterator_cf_opt(self.cf(cf)?, prefix_scan(prefix));
-        let mut ids = Vec::new();
-        rows.seek(prefix);
-        while let Some(key) = rows.key() {
-            ids.push(keys::index_link_id(key).map_err(|source| StoreError::Key { cf, source })?);
-            rows.next();
-        }
-        rows.status()?;
-        let mut at_view = ReadOptions::default();
-        at_view.set_snapshot(&view);
-        let link_keys: Vec<_> = ids.iter().map(|id| keys::link(*id)).collect();
-        // Index rows are in link id order, and so are the link keys: RocksDB may skip sorting.
-        let found =
-            self.db
-                .batched_multi_get_cf_opt(self.cf(cf::LINKS)?, &link_keys, true, &at_view);
-        ids.iter()
-            .zip(found)
-            .map(|(id, found)| {
-                let bytes = found?.ok_or(StoreError::DanglingIndex { cf, id: *id })?;
-                codec::decode(&bytes).map_err(|source| StoreError::Value {
-                    cf: cf::LINKS,
-                    key: keys::link(*id).to_vec(),
-                    source,
-                })
-            })
-            .collect()
     }
 
     /// Adds the writes of `change` (data and every index) to `batch`. The caller writes the batch,
@@ -311,7 +284,92 @@ fn index_rows(link: &Link) -> [(&'static str, Vec<u8>); 2] {
     ]
 }
 
-impl RegisterView for Store {
+/// Reads of the register: as of one snapshot (`Store::view`), or of the latest state.
+pub struct View<'a> {
+    store: &'a Store,
+    snapshot: Option<SnapshotWithThreadMode<'a, DB>>,
+}
+
+impl View<'_> {
+    fn at(&self, mut options: ReadOptions) -> ReadOptions {
+        if let Some(snapshot) = &self.snapshot {
+            options.set_snapshot(snapshot);
+        }
+        options
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let options = self.at(ReadOptions::default());
+        match self
+            .store
+            .db
+            .get_pinned_cf_opt(self.store.cf(cf)?, key, &options)?
+        {
+            None => Ok(None),
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Value {
+                    cf,
+                    key: key.to_vec(),
+                    source,
+                }),
+        }
+    }
+
+    /// Keys and values of every row whose key starts with `prefix`, in key order. Bounded above
+    /// so RocksDB stops at the end of the prefix instead of scanning on.
+    fn scan(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Row>, StoreError> {
+        let rows = self.store.db.iterator_cf_opt(
+            self.store.cf(cf)?,
+            self.at(prefix_scan(prefix)),
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        rows.map(|row| row.map_err(StoreError::from)).collect()
+    }
+
+    /// The links an index prefix names. Read through a snapshot, a link deleted while the
+    /// search runs is absent or whole; read latest, a deletion applied between the index scan
+    /// and the link reads would leave an index row without its link (a failed search).
+    fn links_from_index(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Link>, StoreError> {
+        let db = &self.store.db;
+        let mut rows = db.raw_iterator_cf_opt(self.store.cf(cf)?, self.at(prefix_scan(prefix)));
+        let mut ids = Vec::new();
+        rows.seek(prefix);
+        while let Some(key) = rows.key() {
+            let id = keys::index_row_link_id(prefix, key)
+                .map_err(|source| StoreError::Key { cf, source })?;
+            ids.push(id);
+            rows.next();
+        }
+        rows.status()?;
+        let link_keys: Vec<_> = ids.iter().map(|id| keys::link(*id)).collect();
+        // Rows under one prefix are in link id order, and so are the link keys: RocksDB may
+        // skip sorting them.
+        let found = db.batched_multi_get_cf_opt(
+            self.store.cf(cf::LINKS)?,
+            &link_keys,
+            true,
+            &self.at(ReadOptions::default()),
+        );
+        ids.iter()
+            .zip(found)
+            .map(|(id, found)| {
+                let bytes = found?.ok_or(StoreError::DanglingIndex { cf, id: *id })?;
+                codec::decode(&bytes).map_err(|source| StoreError::Value {
+                    cf: cf::LINKS,
+                    key: keys::link(*id).to_vec(),
+                    source,
+                })
+            })
+            .collect()
+    }
+}
+
+impl RegisterView for View<'_> {
     type Error = StoreError;
 
     fn link(&self, id: LinkId) -> Result<Option<Link>, StoreError> {
@@ -378,6 +436,53 @@ impl RegisterView for Store {
 
     fn next_link_id(&self) -> Result<LinkId, StoreError> {
         Ok(LinkId(self.get(cf::SM_META, NEXT_LINK_ID)?.unwrap_or(1)))
+    }
+}
+
+/// The latest state: see `Store::view` for readers beside the state machine.
+impl RegisterView for Store {
+    type Error = StoreError;
+
+    fn link(&self, id: LinkId) -> Result<Option<Link>, StoreError> {
+        self.latest().link(id)
+    }
+
+    fn links_by_ssin(&self, ssin: &Ssin) -> Result<Vec<Link>, StoreError> {
+        self.latest().links_by_ssin(ssin)
+    }
+
+    fn links_by_foreign_key(
+        &self,
+        country: Country,
+        key_type: &KeyTypeCode,
+        normalized_value: &str,
+    ) -> Result<Vec<Link>, StoreError> {
+        self.latest()
+            .links_by_foreign_key(country, key_type, normalized_value)
+    }
+
+    fn key_type(&self, code: &KeyTypeCode) -> Result<Option<KeyType>, StoreError> {
+        self.latest().key_type(code)
+    }
+
+    fn key_types(&self) -> Result<Vec<KeyType>, StoreError> {
+        self.latest().key_types()
+    }
+
+    fn format_rule(
+        &self,
+        country: Country,
+        key_type: &KeyTypeCode,
+    ) -> Result<Option<FormatRule>, StoreError> {
+        self.latest().format_rule(country, key_type)
+    }
+
+    fn format_rules(&self) -> Result<Vec<(Country, KeyTypeCode, FormatRule)>, StoreError> {
+        self.latest().format_rules()
+    }
+
+    fn next_link_id(&self) -> Result<LinkId, StoreError> {
+        self.latest().next_link_id()
     }
 }
 

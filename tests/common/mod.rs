@@ -26,29 +26,42 @@ use linkreg::server::{self, NodeConfig, Running};
 /// 10000..11000 and the compose cluster (`cluster/`) publishes its ports from 21051 on.
 pub fn free_addr() -> SocketAddr {
     use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 11_000;
-    const END: u32 = 21_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let end = END.min(ephemeral_low);
-    assert!(
-        end > FIRST + 1_000,
-        "the ephemeral range starts at {ephemeral_low}: no room for test ports below it"
-    );
-    let span = end - FIRST;
+    let (first, end) = test_ports();
+    let span = end - first;
     let start = std::process::id().wrapping_mul(7_919) % span;
     for _ in 0..span {
         let step = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = FIRST + (start + step) % span;
+        let port = first + (start + step) % span;
         let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
         if TcpListener::bind(addr).is_ok() {
             return addr;
         }
     }
-    panic!("no free loopback port between {FIRST} and {end}");
+    panic!("no free loopback port between {first} and {end}");
+}
+
+/// 11000..21000, cut where the kernel's ephemeral range begins; above that range where it
+/// begins too low to leave room (some hosts hand out from 1024 on).
+fn test_ports() -> (u32, u32) {
+    const FIRST: u32 = 11_000;
+    const END: u32 = 21_000;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    let below = (FIRST, END.min(range.0));
+    let above = (range.1 + 1, 65_536);
+    if below.1 >= below.0 + 1_000 {
+        below
+    } else if above.1 >= above.0 + 1_000 {
+        above
+    } else {
+        panic!("the ephemeral range {range:?} leaves no room for test ports beside it")
+    }
 }
 
 /// A node on fresh loopback ports with elections fast enough for tests.
