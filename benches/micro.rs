@@ -381,7 +381,8 @@ fn search_benches(c: &mut Criterion) {
                 ..Default::default()
             };
             let found =
-                query::search_by_ssin(&node.store.view(), &query, TODAY).expect("store reads");
+                query::search_by_ssin(&node.store.view().expect("no install runs"), &query, TODAY)
+                    .expect("store reads");
             assert_eq!(found.map(|links| links.len()), Ok(1));
         })
     });
@@ -395,7 +396,8 @@ fn search_benches(c: &mut Criterion) {
                 valid_on: None,
             };
             let found =
-                query::search_by_foreign_key(&node.store.view(), &query).expect("store reads");
+                query::search_by_foreign_key(&node.store.view().expect("no install runs"), &query)
+                    .expect("store reads");
             assert_eq!(found.map(|links| links.len()), Ok(1));
         })
     });

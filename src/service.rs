@@ -34,7 +34,7 @@ use crate::raft::network::{decode, encode};
 use crate::raft::node::RaftNode;
 use crate::raft::peer::ReadIndexResult;
 use crate::raft::{AuditEvent, ClientRequest, NodeId, NodeInfo, Payload, Request, Response};
-use crate::store::StoreError;
+use crate::store::{StoreError, View};
 use group::Creations;
 pub use group::GroupCounts;
 use route::{Attempt, Route};
@@ -47,6 +47,8 @@ pub enum ServiceError {
     Unavailable(Duration),
     #[error("this node is not a member of any cluster yet; it has nothing to answer from")]
     NotInCluster,
+    #[error("this node is installing a snapshot of the register; ask another node or retry")]
+    Replacing,
     #[error("the outcome is unknown ({0}); retry with a client id and request id to learn it")]
     OutcomeUnknown(String),
     #[error("request {request_id} is older than this client's last request {last_request_id}")]
@@ -229,7 +231,11 @@ impl Service {
         // only what needs no state (role, size) is checked here.
         let early = match &command.action {
             Action::ImportLinks(_) => precheck(&command).err(),
-            _ => decide(&self.node.store.view(), &command)?.err(),
+            // While this node installs a snapshot the leader alone decides.
+            _ => match self.node.store.view() {
+                Some(view) => decide(&view, &command)?.err(),
+                None => None,
+            },
         };
         if let Some(e) = early
             && e.is_input_error()
@@ -375,7 +381,12 @@ impl Service {
         if !self.is_member() {
             return Err(ServiceError::NotInCluster);
         }
-        Ok(self.node.store.for_each_link(visit)?)
+        Ok(self.view()?.for_each_link(visit)?)
+    }
+
+    /// This node's register as of now, unless it is being replaced by a snapshot.
+    fn view(&self) -> Result<View<'_>, ServiceError> {
+        self.node.store.view().ok_or(ServiceError::Replacing)
     }
 
     fn is_member(&self) -> bool {
@@ -412,8 +423,7 @@ impl Service {
         options: impl Into<ReadOptions>,
     ) -> Result<(Result<Vec<Link>, DomainError>, ReadMeta), ServiceError> {
         let meta = self.read_meta(options.into()).await?;
-        let links =
-            query::search_by_ssin(&self.node.store.view(), query, now().belgian_date_bound())?;
+        let links = query::search_by_ssin(&self.view()?, query, now().belgian_date_bound())?;
         Ok((links, meta))
     }
 
@@ -423,7 +433,7 @@ impl Service {
         options: impl Into<ReadOptions>,
     ) -> Result<(Result<Vec<Link>, DomainError>, ReadMeta), ServiceError> {
         let meta = self.read_meta(options.into()).await?;
-        let links = query::search_by_foreign_key(&self.node.store.view(), query)?;
+        let links = query::search_by_foreign_key(&self.view()?, query)?;
         Ok((links, meta))
     }
 
@@ -433,7 +443,7 @@ impl Service {
         options: impl Into<ReadOptions>,
     ) -> Result<(Result<Link, DomainError>, ReadMeta), ServiceError> {
         let meta = self.read_meta(options.into()).await?;
-        let found = self.node.store.link(LinkId(id))?.ok_or(not_found(id));
+        let found = self.view()?.link(LinkId(id))?.ok_or(not_found(id));
         Ok((found, meta))
     }
 
@@ -445,8 +455,7 @@ impl Service {
     ) -> Result<(Result<Vec<AuditEvent>, DomainError>, ReadMeta), ServiceError> {
         let meta = self.read_meta(options.into()).await?;
         let events = self
-            .node
-            .store
+            .view()?
             .audit_events(&crate::store::keys::audit_link_prefix(LinkId(id)))?;
         // A link that ever existed has at least its creation event, also once deleted.
         let events = if events.is_empty() {
@@ -462,7 +471,7 @@ impl Service {
         options: impl Into<ReadOptions>,
     ) -> Result<(Vec<(Country, KeyTypeCode, FormatRule)>, ReadMeta), ServiceError> {
         let meta = self.read_meta(options.into()).await?;
-        Ok((self.node.store.format_rules()?, meta))
+        Ok((self.view()?.format_rules()?, meta))
     }
 
     pub async fn key_types(
@@ -470,7 +479,7 @@ impl Service {
         options: impl Into<ReadOptions>,
     ) -> Result<(Vec<KeyType>, ReadMeta), ServiceError> {
         let meta = self.read_meta(options.into()).await?;
-        Ok((self.node.store.key_types()?, meta))
+        Ok((self.view()?.key_types()?, meta))
     }
 }
 

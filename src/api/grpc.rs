@@ -196,7 +196,7 @@ pub fn domain_status(e: &DomainError) -> Status {
 /// The one mapping of service errors to gRPC.
 pub fn service_status(e: &ServiceError) -> Status {
     match e {
-        ServiceError::Unavailable(_) | ServiceError::NotInCluster => {
+        ServiceError::Unavailable(_) | ServiceError::NotInCluster | ServiceError::Replacing => {
             error(Code::Unavailable, "UNAVAILABLE", e.to_string())
         }
         ServiceError::OutcomeUnknown(_) => {

@@ -285,6 +285,9 @@ impl StateMachine {
         } else {
             self.path(CURRENT)
         };
+        // Readers beside us get no view until the whole snapshot is in (and none at all if
+        // this fails: the marker makes the next start load it again).
+        self.store.begin_replacing();
         self.store.clear_state()?;
         load_file(&self.store, &source, |_, _, value| Ok(value))?;
         self.store.sync()?;
@@ -293,6 +296,7 @@ impl StateMachine {
             sync_dir(&self.snapshot_dir)?;
         }
         self.store.delete_raft_meta(INSTALLING)?;
+        self.store.end_replacing();
         Ok(())
     }
 

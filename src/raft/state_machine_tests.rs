@@ -393,6 +393,18 @@ async fn a_snapshot_carries_the_whole_register_to_another_node() {
         leader.rows(),
         "follower state differs after install"
     );
+    // Readers were kept out while the state was replaced, and are let in again after.
+    let links = |node: &Node| {
+        let mut links = Vec::new();
+        let view = node.store.view().expect("a view after the install");
+        view.for_each_link(|link| {
+            links.push(link);
+            true
+        })
+        .unwrap();
+        links
+    };
+    assert_eq!(links(&follower), links(&leader));
     assert_eq!(
         follower.sm.applied_state().await.unwrap(),
         leader.sm.applied_state().await.unwrap()

@@ -17,6 +17,8 @@ pub mod stats;
 
 use std::path::Path;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rocksdb::{
     ColumnFamily, DB, Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, WriteBatch,
     WriteOptions,
@@ -64,6 +66,9 @@ pub enum StoreError {
 
 pub struct Store {
     db: DB,
+    /// Odd while the state is being replaced wholesale (a snapshot install); bumped on both
+    /// edges, so a view can tell whether a replacement overlapped it (a sequence lock).
+    replacing: AtomicU64,
 }
 
 impl Store {
@@ -79,7 +84,10 @@ impl Store {
             dir,
             options::descriptors(tuning),
         )?;
-        let store = Store { db };
+        let store = Store {
+            db,
+            replacing: AtomicU64::new(0),
+        };
         store.seed_if_new()?;
         Ok(store)
     }
@@ -138,10 +146,30 @@ impl Store {
     /// The register as of this instant, for readers beside the state machine (searches, a
     /// command's early check): every read through it sees one RocksDB snapshot, so a search by
     /// foreign key over several key types, or an index row and its link, never meet two states.
-    pub fn view(&self) -> View<'_> {
-        View {
+    /// `None` while the state is being replaced (`begin_replacing`): it holds part of a
+    /// snapshot, an answer from it would be wrong.
+    pub fn view(&self) -> Option<View<'_>> {
+        let before = self.replacing.load(Ordering::SeqCst);
+        let snapshot = self.db.snapshot();
+        let after = self.replacing.load(Ordering::SeqCst);
+        (before.is_multiple_of(2) && before == after).then_some(View {
             store: self,
-            snapshot: Some(self.db.snapshot()),
+            snapshot: Some(snapshot),
+        })
+    }
+
+    /// From now on, and until `end_replacing`, no view is handed out.
+    pub fn begin_replacing(&self) {
+        if self.replacing.load(Ordering::SeqCst).is_multiple_of(2) {
+            self.replacing.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The replacement is complete: views are handed out again. A replacement that failed is
+    /// never ended, so the half state it left is never read.
+    pub fn end_replacing(&self) {
+        if !self.replacing.load(Ordering::SeqCst).is_multiple_of(2) {
+            self.replacing.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -152,23 +180,6 @@ impl Store {
             store: self,
             snapshot: None,
         }
-    }
-
-    /// Every link in id order, as of one instant (a RocksDB snapshot); `visit` returns false to
-    /// stop early.
-    pub fn for_each_link(&self, mut visit: impl FnMut(Link) -> bool) -> Result<(), StoreError> {
-        let view = self.db.snapshot();
-        for row in view.iterator_cf_opt(
-            self.cf(cf::LINKS)?,
-            options::full_scan(),
-            IteratorMode::Start,
-        ) {
-            let (key, value) = row?;
-            if !visit(raft_io::decode_row(cf::LINKS, &key, &value)?) {
-                break;
-            }
-        }
-        Ok(())
     }
 
     /// Adds the writes of `change` (data and every index) to `batch`. The caller writes the batch,
@@ -291,6 +302,29 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
+    /// Every link in id order; `visit` returns false to stop early.
+    pub fn for_each_link(&self, mut visit: impl FnMut(Link) -> bool) -> Result<(), StoreError> {
+        for row in self.store.db.iterator_cf_opt(
+            self.store.cf(cf::LINKS)?,
+            self.at(options::full_scan()),
+            IteratorMode::Start,
+        ) {
+            let (key, value) = row?;
+            if !visit(raft_io::decode_row(cf::LINKS, &key, &value)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The audit events under `prefix`, in key order.
+    pub fn audit_events<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        self.scan(cf::AUDIT, prefix)?
+            .into_iter()
+            .map(|(key, value)| raft_io::decode_row(cf::AUDIT, &key, &value))
+            .collect()
+    }
+
     fn at(&self, mut options: ReadOptions) -> ReadOptions {
         if let Some(snapshot) = &self.snapshot {
             options.set_snapshot(snapshot);

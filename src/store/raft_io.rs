@@ -142,10 +142,7 @@ impl Store {
 
     /// Audit events whose key starts with `prefix`, in log order.
     pub fn audit_events<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
-        self.scan(cf::AUDIT, prefix)?
-            .into_iter()
-            .map(|(key, value)| decode_row(cf::AUDIT, &key, &value))
-            .collect()
+        self.latest().audit_events(prefix)
     }
 
     pub fn session<T: DeserializeOwned>(&self, client_id: &str) -> Result<Option<T>, StoreError> {

@@ -315,7 +315,7 @@ fn a_search_beside_deletions_sees_each_link_whole_or_not_at_all() {
     };
     let (mut seen, mut missed) = (0u32, 0u32);
     for search in 0..4_000 {
-        let view = store.view();
+        let view = store.view().unwrap();
         let failed = |e: StoreError| panic!("search {search} failed: {e}");
         let by_ssin = view.links_by_ssin(&link.ssin).unwrap_or_else(failed);
         let by_key = view
@@ -339,4 +339,20 @@ fn a_search_beside_deletions_sees_each_link_whole_or_not_at_all() {
         rounds > 0 && seen > 0,
         "{rounds} writer rounds, {seen} found, {missed} not"
     );
+}
+
+/// While the state is replaced wholesale no view is handed out, and a replacement that never
+/// ended keeps it so.
+#[test]
+fn no_view_while_the_state_is_being_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.view().is_some());
+    store.begin_replacing();
+    store.begin_replacing();
+    assert!(store.view().is_none(), "a view of a half-loaded snapshot");
+    store.end_replacing();
+    assert!(store.view().is_some());
+    store.end_replacing();
+    assert!(store.view().is_some(), "ending twice is harmless");
 }

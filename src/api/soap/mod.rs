@@ -118,9 +118,9 @@ impl SoapError {
             E::ActionMismatch { .. } => (Blame::Sender, "ACTION_MISMATCH", None),
             E::Unauthenticated(_) => (Blame::Sender, "UNAUTHENTICATED", None),
             E::PermissionDenied(_) => (Blame::Sender, "PERMISSION_DENIED", None),
-            E::Service(ServiceError::Unavailable(_) | ServiceError::NotInCluster) => {
-                (Blame::Receiver, "UNAVAILABLE", None)
-            }
+            E::Service(
+                ServiceError::Unavailable(_) | ServiceError::NotInCluster | ServiceError::Replacing,
+            ) => (Blame::Receiver, "UNAVAILABLE", None),
             E::Service(ServiceError::OutcomeUnknown(_)) => {
                 (Blame::Receiver, "OUTCOME_UNKNOWN", None)
             }
