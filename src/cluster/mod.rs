@@ -238,6 +238,9 @@ pub async fn snapshot(node: &RaftNode) -> Result<Option<u64>, ClusterError> {
 /// Writes a point-in-time backup of this node's state into its snapshot directory; the file is
 /// removed when the returned handle is dropped.
 pub async fn backup(node: &RaftNode) -> Result<BackupFile, ClusterError> {
+    if node.store.is_replacing() {
+        return Err(installing());
+    }
     let store = node.store.clone();
     let dir = node.snapshot_dir.clone();
     tokio::task::spawn_blocking(move || backup::create(&store, &dir))
@@ -247,7 +250,14 @@ pub async fn backup(node: &RaftNode) -> Result<BackupFile, ClusterError> {
 }
 
 pub fn digest(node: &RaftNode) -> Result<Digest, ClusterError> {
+    if node.store.is_replacing() {
+        return Err(installing());
+    }
     Ok(state_machine::digest(&node.store)?)
+}
+
+fn installing() -> ClusterError {
+    ClusterError::Unavailable("this node is installing a snapshot of the register; retry".into())
 }
 
 /// Whether this node's own membership lists it as a voter: it has been one, and unless it was

@@ -25,7 +25,7 @@ use super::{
 use crate::domain::{
     Action, Change, Command, Creations, Decision, Outcome, RowOutcome, Timestamp, Verdict, decide,
 };
-use crate::store::{Store, StoreError, cf, codec, keys};
+use crate::store::{Steady, Store, StoreError, cf, codec, keys};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
@@ -285,9 +285,9 @@ impl StateMachine {
         } else {
             self.path(CURRENT)
         };
-        // Readers beside us get no view until the whole snapshot is in (and none at all if
-        // this fails: the marker makes the next start load it again).
-        self.store.begin_replacing();
+        // Readers beside us get no view, and exports no start, until the whole snapshot is in
+        // (and none at all if this fails: the marker makes the next start load it again).
+        let replacement = self.store.begin_replacing();
         self.store.clear_state()?;
         load_file(&self.store, &source, |_, _, value| Ok(value))?;
         self.store.sync()?;
@@ -296,7 +296,7 @@ impl StateMachine {
             sync_dir(&self.snapshot_dir)?;
         }
         self.store.delete_raft_meta(INSTALLING)?;
-        self.store.end_replacing();
+        replacement.complete();
         Ok(())
     }
 
@@ -452,7 +452,10 @@ impl SnapshotBuilder {
         let tmp = self
             .snapshot_dir
             .join(format!("build-{}.tmp", unique_suffix()));
-        let (meta, _) = write_state_file(&self.store, &tmp, "")?;
+        // Held to the rename: an install meanwhile would otherwise be overwritten by this older
+        // file, or be read half-done.
+        let steady = self.store.steady()?;
+        let (meta, _) = write_state_file(&self.store, &steady, &tmp, "")?;
         // Make every apply the snapshot covers durable before openraft may purge its log.
         self.store.sync()?;
         fs::rename(&tmp, self.snapshot_dir.join(CURRENT))?;
@@ -466,12 +469,13 @@ impl SnapshotBuilder {
 /// same instant. `id_prefix` starts the snapshot id (empty for ordinary snapshots).
 pub(crate) fn write_state_file(
     store: &Store,
+    steady: &Steady<'_>,
     path: &Path,
     id_prefix: &str,
 ) -> Result<(SnapshotMeta, Digest), StateMachineError> {
     let mut writer = SnapshotWriter::new(File::create(path)?)?;
     let mut reader = StateReader::default();
-    let exported = store.export_state(|cf, key, value| {
+    let exported = store.export_state(steady, |cf, key, value| {
         reader.row(cf, key, value)?;
         writer.row(cf, key, value)
     })?;
@@ -716,6 +720,7 @@ impl StateReader {
 
 pub fn digest(store: &Store) -> Result<Digest, StateMachineError> {
     let mut reader = StateReader::default();
-    store.export_state(|cf, key, value| reader.row(cf, key, value))??;
+    let steady = store.steady()?;
+    store.export_state(&steady, |cf, key, value| reader.row(cf, key, value))??;
     Ok(reader.finish().0)
 }

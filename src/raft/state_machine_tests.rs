@@ -81,8 +81,9 @@ impl Node {
     /// Every row of the state machine, for exact comparison between nodes.
     fn rows(&self) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
         let mut rows = Vec::new();
+        let steady = self.store.steady().unwrap();
         self.store
-            .export_state::<()>(|cf, k, v| {
+            .export_state::<()>(&steady, |cf, k, v| {
                 rows.push((cf, k.to_vec(), v.to_vec()));
                 Ok(())
             })

@@ -18,6 +18,7 @@ pub mod stats;
 use std::path::Path;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rocksdb::{
     ColumnFamily, DB, Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, WriteBatch,
@@ -60,6 +61,8 @@ pub enum StoreError {
     Key { cf: &'static str, source: KeyError },
     #[error("{cf} names link {id}, which is not stored")]
     DanglingIndex { cf: &'static str, id: LinkId },
+    #[error("the register is being replaced by a snapshot install, or one failed")]
+    Replacing,
     #[error("storage task failed: {0}")]
     Task(String),
 }
@@ -69,6 +72,9 @@ pub struct Store {
     /// Odd while the state is being replaced wholesale (a snapshot install); bumped on both
     /// edges, so a view can tell whether a replacement overlapped it (a sequence lock).
     replacing: AtomicU64,
+    /// Held exclusively by a replacement, shared by whole-state exports (snapshot builds,
+    /// backups, digests), which may wait for it but must not see half of it.
+    replace: RwLock<()>,
 }
 
 impl Store {
@@ -87,6 +93,7 @@ impl Store {
         let store = Store {
             db,
             replacing: AtomicU64::new(0),
+            replace: RwLock::new(()),
         };
         store.seed_if_new()?;
         Ok(store)
@@ -158,19 +165,34 @@ impl Store {
         })
     }
 
-    /// From now on, and until `end_replacing`, no view is handed out.
-    pub fn begin_replacing(&self) {
+    /// Starts replacing the whole state: waits for exports under way, then hands out no view
+    /// and lets no export start until the replacement completes. One that is dropped
+    /// uncompleted (it failed) keeps views and exports refused, so the half state it left is
+    /// never read.
+    pub fn begin_replacing(&self) -> Replacement<'_> {
+        let exclusive = self.replace.write().unwrap_or_else(PoisonError::into_inner);
         if self.replacing.load(Ordering::SeqCst).is_multiple_of(2) {
             self.replacing.fetch_add(1, Ordering::SeqCst);
         }
+        Replacement {
+            store: self,
+            _exclusive: exclusive,
+        }
     }
 
-    /// The replacement is complete: views are handed out again. A replacement that failed is
-    /// never ended, so the half state it left is never read.
-    pub fn end_replacing(&self) {
-        if !self.replacing.load(Ordering::SeqCst).is_multiple_of(2) {
-            self.replacing.fetch_add(1, Ordering::SeqCst);
+    /// The state is whole and stays so while the returned guard lives: what a whole-state
+    /// export holds from its first read to its last step (a snapshot build's rename).
+    pub fn steady(&self) -> Result<Steady<'_>, StoreError> {
+        let shared = self.replace.read().unwrap_or_else(PoisonError::into_inner);
+        if self.is_replacing() {
+            return Err(StoreError::Replacing);
         }
+        Ok(Steady { _shared: shared })
+    }
+
+    /// Whether a replacement runs now or failed.
+    pub fn is_replacing(&self) -> bool {
+        !self.replacing.load(Ordering::SeqCst).is_multiple_of(2)
     }
 
     /// Reads of whatever is stored when each read runs: for the state machine, the only
@@ -293,6 +315,24 @@ fn index_rows(link: &Link) -> [(&'static str, Vec<u8>); 2] {
             keys::foreign_key_index(fk.country, &fk.key_type, fk.value.normalized(), link.id),
         ),
     ]
+}
+
+/// A replacement of the whole state under way (`Store::begin_replacing`).
+pub struct Replacement<'a> {
+    store: &'a Store,
+    _exclusive: RwLockWriteGuard<'a, ()>,
+}
+
+impl Replacement<'_> {
+    /// The new state is whole: views and exports may read it.
+    pub fn complete(self) {
+        self.store.replacing.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Proof that no replacement runs (`Store::steady`).
+pub struct Steady<'a> {
+    _shared: RwLockReadGuard<'a, ()>,
 }
 
 /// Reads of the register: as of one snapshot (`Store::view`), or of the latest state.

@@ -6,7 +6,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Store, StoreError, cf, codec, keys};
+use super::{Steady, Store, StoreError, cf, codec, keys};
 
 /// A decoded value with its raw key.
 pub type Keyed<T> = (Box<[u8]>, T);
@@ -204,6 +204,7 @@ impl Store {
     /// column-family then key order. `visit` gets the index into `cf::STATE_MACHINE`.
     pub fn export_state<E>(
         &self,
+        _steady: &Steady<'_>,
         mut visit: impl FnMut(u8, &[u8], &[u8]) -> Result<(), E>,
     ) -> Result<Result<(), E>, StoreError> {
         let view = self.db.snapshot();

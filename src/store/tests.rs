@@ -341,18 +341,46 @@ fn a_search_beside_deletions_sees_each_link_whole_or_not_at_all() {
     );
 }
 
-/// While the state is replaced wholesale no view is handed out, and a replacement that never
-/// ended keeps it so.
+/// While the state is replaced wholesale no view is handed out and no export starts; a
+/// replacement dropped uncompleted (it failed) keeps them refused.
 #[test]
-fn no_view_while_the_state_is_being_replaced() {
+fn no_view_nor_export_while_the_state_is_being_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert!(store.view().is_some());
-    store.begin_replacing();
-    store.begin_replacing();
+    assert!(store.view().is_some() && store.steady().is_ok());
+    let replacement = store.begin_replacing();
     assert!(store.view().is_none(), "a view of a half-loaded snapshot");
-    store.end_replacing();
-    assert!(store.view().is_some());
-    store.end_replacing();
-    assert!(store.view().is_some(), "ending twice is harmless");
+    replacement.complete();
+    assert!(store.view().is_some() && store.steady().is_ok());
+    drop(store.begin_replacing());
+    assert!(store.view().is_none(), "a view after a failed replacement");
+    assert!(matches!(store.steady(), Err(StoreError::Replacing)));
+    store.begin_replacing().complete();
+    assert!(store.view().is_some() && store.steady().is_ok());
+}
+
+/// A replacement waits for an export under way, so the export reads one whole state.
+#[test]
+fn a_replacement_waits_for_an_export_under_way() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let steady = store.steady().unwrap();
+    let replaced = std::sync::Arc::new(AtomicBool::new(false));
+    let replacer = {
+        let (store, replaced) = (store.clone(), replaced.clone());
+        std::thread::spawn(move || {
+            let replacement = store.begin_replacing();
+            replaced.store(true, Ordering::SeqCst);
+            replacement.complete();
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !replaced.load(Ordering::SeqCst),
+        "replaced during an export"
+    );
+    drop(steady);
+    replacer.join().unwrap();
+    assert!(replaced.load(Ordering::SeqCst));
 }
