@@ -10,7 +10,7 @@ use linkreg::proto::linkreg as pb;
 use linkreg::proto::linkreg::cluster_admin_client::ClusterAdminClient;
 use serde_json::{Value, json};
 
-use super::connect::{Bearer, TlsArgs, bearer, channel_waiting, code_name};
+use super::connect::{Bearer, CALL_TIMEOUT, TlsArgs, bearer, channel_waiting, code_name};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -86,7 +86,7 @@ fn patience(command: &ClusterCommand) -> Duration {
             Duration::from_secs(3600)
         }
         ClusterCommand::Snapshot => Duration::from_secs(90),
-        _ => Duration::from_secs(30),
+        _ => CALL_TIMEOUT,
     }
 }
 
@@ -209,9 +209,7 @@ async fn add_member_progress(status: &mut Value, access: &Access) {
             .unwrap_or_default()
             .to_string();
         let own = async {
-            let mut client = connect(&addr, access, patience(&ClusterCommand::Status))
-                .await
-                .ok()?;
+            let mut client = connect(&addr, access, CALL_TIMEOUT).await.ok()?;
             let request = client.status(pb::StatusRequest {});
             tokio::time::timeout(Duration::from_secs(2), request)
                 .await

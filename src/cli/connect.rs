@@ -79,8 +79,11 @@ impl TlsArgs {
     }
 }
 
+/// How long an ordinary call may take before an answer starts.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub async fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Channel> {
-    channel_waiting(addr, tls, Duration::from_secs(30)).await
+    channel_waiting(addr, tls, CALL_TIMEOUT).await
 }
 
 /// A channel whose calls may each take up to `timeout` before an answer starts.

@@ -12,7 +12,8 @@ use crate::raft::network::{decode, encode, peer_client};
 use crate::raft::node::{ChangeGuard, RaftNode};
 use crate::raft::peer::JoinResult;
 use crate::raft::state_machine::{self, Digest};
-use crate::raft::{NodeId, NodeInfo};
+use crate::raft::{NodeId, NodeInfo, StateMachineError};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -27,9 +28,36 @@ pub enum ClusterError {
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("state machine: {0}")]
-    StateMachine(#[from] crate::raft::StateMachineError),
+    StateMachine(StateMachineError),
     #[error("backup: {0}")]
-    Backup(#[from] BackupError),
+    Backup(BackupError),
+}
+
+/// A node installing a snapshot has no whole state to digest or back up: a retryable
+/// unavailability, not a failure of its state machine.
+fn installing() -> ClusterError {
+    ClusterError::Unavailable("this node is installing a snapshot of the register; retry".into())
+}
+
+impl From<StateMachineError> for ClusterError {
+    fn from(e: StateMachineError) -> ClusterError {
+        match e {
+            StateMachineError::Store(StoreError::Replacing) => installing(),
+            e => ClusterError::StateMachine(e),
+        }
+    }
+}
+
+impl From<BackupError> for ClusterError {
+    fn from(e: BackupError) -> ClusterError {
+        match e {
+            BackupError::Store(StoreError::Replacing)
+            | BackupError::StateMachine(StateMachineError::Store(StoreError::Replacing)) => {
+                installing()
+            }
+            e => ClusterError::Backup(e),
+        }
+    }
 }
 
 fn leader_hint(id: &Option<NodeId>, node: &Option<NodeInfo>) -> String {
@@ -238,9 +266,6 @@ pub async fn snapshot(node: &RaftNode) -> Result<Option<u64>, ClusterError> {
 /// Writes a point-in-time backup of this node's state into its snapshot directory; the file is
 /// removed when the returned handle is dropped.
 pub async fn backup(node: &RaftNode) -> Result<BackupFile, ClusterError> {
-    if node.store.is_replacing() {
-        return Err(installing());
-    }
     let store = node.store.clone();
     let dir = node.snapshot_dir.clone();
     tokio::task::spawn_blocking(move || backup::create(&store, &dir))
@@ -250,14 +275,7 @@ pub async fn backup(node: &RaftNode) -> Result<BackupFile, ClusterError> {
 }
 
 pub fn digest(node: &RaftNode) -> Result<Digest, ClusterError> {
-    if node.store.is_replacing() {
-        return Err(installing());
-    }
     Ok(state_machine::digest(&node.store)?)
-}
-
-fn installing() -> ClusterError {
-    ClusterError::Unavailable("this node is installing a snapshot of the register; retry".into())
 }
 
 /// Whether this node's own membership lists it as a voter: it has been one, and unless it was

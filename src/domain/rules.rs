@@ -210,12 +210,10 @@ impl<'a, V: RegisterView> Creations<'a, V> {
     /// The verdict `decide` would give `command`, a `CreateLink`, had the links created so far
     /// been stored. `None` for any other action: it is not decided here.
     pub fn decide(&mut self, command: &Command) -> Option<Result<Verdict, V::Error>> {
-        let Action::CreateLink(c) = &command.action else {
+        if !matches!(command.action, Action::CreateLink(_)) {
             return None;
-        };
-        let verdict = precheck(command)
-            .map_err(Fail::Rule)
-            .and_then(|()| create_link(&self.pending, command, c));
+        }
+        let verdict = decide_inner(&self.pending, command);
         if let Ok(Decision {
             change: Some(Change::LinkCreated { link }),
             ..
@@ -224,6 +222,11 @@ impl<'a, V: RegisterView> Creations<'a, V> {
             self.pending.push(link.clone());
         }
         Some(finish(verdict))
+    }
+
+    /// The links created so far, in the order they were decided (ids consecutive).
+    pub fn into_created(self) -> Vec<Link> {
+        self.pending.created
     }
 }
 

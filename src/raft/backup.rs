@@ -87,7 +87,7 @@ fn info(meta: SnapshotMeta, digest: Digest, path: &Path) -> Result<BackupInfo, B
 /// leftovers of a crash there are removed at the next start).
 pub fn create(store: &Store, snapshots: &Path) -> Result<BackupFile, BackupError> {
     let path = snapshots.join(format!("{BACKUP_FILE_PREFIX}{}.tmp", unique_suffix()));
-    let steady = store.steady().map_err(StateMachineError::from)?;
+    let steady = store.steady()?;
     let written = state_machine::write_state_file(store, &steady, &path, "backup-")
         .map_err(BackupError::from)
         .and_then(|(meta, digest)| info(meta, digest, &path));

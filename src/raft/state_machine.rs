@@ -36,6 +36,8 @@ const INSTALLING: &[u8] = b"installing_snapshot";
 
 pub(crate) const CURRENT: &str = "current.snap";
 const INSTALLING_FILE: &str = "installing.snap";
+/// Prefix of a snapshot file being received.
+const RECEIVING: &str = "receiving-";
 /// Backup files are written beside snapshots, streamed to the client, then removed.
 pub(crate) const BACKUP_FILE_PREFIX: &str = "backup-";
 
@@ -188,23 +190,15 @@ impl StateMachine {
         }
         let mut creations = Creations::new(&*self.store);
         let mut sessions = HashMap::new();
-        let mut created = Vec::new();
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
             let answer = self.apply_one(batch, log_id, request, &mut sessions, |_, command| {
-                let verdict = creations.decide(command).transpose()?;
-                if let Some(Ok(Decision {
-                    change: Some(Change::LinkCreated { link }),
-                    ..
-                })) = &verdict
-                {
-                    created.push(link.clone());
-                }
-                Ok(verdict)
+                creations.decide(command).transpose()
             })?;
             answers.push(answer);
         }
-        self.store.stage_created(batch, &created)?;
+        let links = creations.into_created();
+        self.store.stage(batch, &Change::LinksImported { links })?;
         Ok(Response::Creates(answers))
     }
 
@@ -557,8 +551,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         // openraft receives one snapshot at a time: a new transfer abandons any earlier one,
         // whose file (gigabytes for a large register) would otherwise stay until an install.
-        self.remove_leftovers().map_err(snapshot_error)?;
-        let path = self.path(&format!("receiving-{}.tmp", unique_suffix()));
+        // Off the async workers: deleting a file of gigabytes takes a while.
+        let dir = self.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || remove_tmp_files(&dir, RECEIVING))
+            .await
+            .map_err(snapshot_error)?
+            .map_err(snapshot_error)?;
+        let path = self.path(&format!("{RECEIVING}{}.tmp", unique_suffix()));
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -624,7 +623,7 @@ impl StateMachine {
     /// Received files that will never be used (an abandoned transfer, a crash). Build files are
     /// left alone: a build may be running.
     fn remove_leftovers(&self) -> std::io::Result<()> {
-        remove_tmp_files(&self.snapshot_dir, "receiving-")
+        remove_tmp_files(&self.snapshot_dir, RECEIVING)
     }
 }
 

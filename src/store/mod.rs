@@ -17,7 +17,6 @@ pub mod stats;
 
 use std::path::Path;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rocksdb::{
@@ -69,12 +68,11 @@ pub enum StoreError {
 
 pub struct Store {
     db: DB,
-    /// Odd while the state is being replaced wholesale (a snapshot install); bumped on both
-    /// edges, so a view can tell whether a replacement overlapped it (a sequence lock).
-    replacing: AtomicU64,
-    /// Held exclusively by a replacement, shared by whole-state exports (snapshot builds,
-    /// backups, digests), which may wait for it but must not see half of it.
-    replace: RwLock<()>,
+    /// Whether the state is whole: false while it is replaced wholesale (a snapshot install)
+    /// and after a replacement that failed. Held exclusively by a replacement; shared by a view
+    /// while it takes its snapshot (never waiting) and by whole-state exports (snapshot builds,
+    /// backups, digests) for as long as they read, which may wait for it.
+    whole: RwLock<bool>,
 }
 
 impl Store {
@@ -92,8 +90,7 @@ impl Store {
         )?;
         let store = Store {
             db,
-            replacing: AtomicU64::new(0),
-            replace: RwLock::new(()),
+            whole: RwLock::new(true),
         };
         store.seed_if_new()?;
         Ok(store)
@@ -156,10 +153,10 @@ impl Store {
     /// `None` while the state is being replaced (`begin_replacing`): it holds part of a
     /// snapshot, an answer from it would be wrong.
     pub fn view(&self) -> Option<View<'_>> {
-        let before = self.replacing.load(Ordering::SeqCst);
+        let whole = self.whole.try_read().ok().filter(|whole| **whole)?;
         let snapshot = self.db.snapshot();
-        let after = self.replacing.load(Ordering::SeqCst);
-        (before.is_multiple_of(2) && before == after).then_some(View {
+        drop(whole);
+        Some(View {
             store: self,
             snapshot: Some(snapshot),
         })
@@ -170,29 +167,19 @@ impl Store {
     /// uncompleted (it failed) keeps views and exports refused, so the half state it left is
     /// never read.
     pub fn begin_replacing(&self) -> Replacement<'_> {
-        let exclusive = self.replace.write().unwrap_or_else(PoisonError::into_inner);
-        if self.replacing.load(Ordering::SeqCst).is_multiple_of(2) {
-            self.replacing.fetch_add(1, Ordering::SeqCst);
-        }
-        Replacement {
-            store: self,
-            _exclusive: exclusive,
-        }
+        let mut whole = self.whole.write().unwrap_or_else(PoisonError::into_inner);
+        *whole = false;
+        Replacement { whole }
     }
 
     /// The state is whole and stays so while the returned guard lives: what a whole-state
     /// export holds from its first read to its last step (a snapshot build's rename).
     pub fn steady(&self) -> Result<Steady<'_>, StoreError> {
-        let shared = self.replace.read().unwrap_or_else(PoisonError::into_inner);
-        if self.is_replacing() {
+        let whole = self.whole.read().unwrap_or_else(PoisonError::into_inner);
+        if !*whole {
             return Err(StoreError::Replacing);
         }
-        Ok(Steady { _shared: shared })
-    }
-
-    /// Whether a replacement runs now or failed.
-    pub fn is_replacing(&self) -> bool {
-        !self.replacing.load(Ordering::SeqCst).is_multiple_of(2)
+        Ok(Steady { _whole: whole })
     }
 
     /// Reads of whatever is stored when each read runs: for the state machine, the only
@@ -254,7 +241,7 @@ impl Store {
     /// it search its skip list again (most of a replica's write cost, by profile). The rows have
     /// distinct keys, so their order in the batch changes nothing else. The last link sets
     /// `next_link_id`, once, since the memtable keeps every overwritten version until a flush.
-    pub fn stage_created(&self, batch: &mut WriteBatch, links: &[Link]) -> Result<(), StoreError> {
+    fn stage_created(&self, batch: &mut WriteBatch, links: &[Link]) -> Result<(), StoreError> {
         let mut by_ssin = Vec::with_capacity(links.len());
         let mut by_key = Vec::with_capacity(links.len());
         for link in links {
@@ -319,20 +306,19 @@ fn index_rows(link: &Link) -> [(&'static str, Vec<u8>); 2] {
 
 /// A replacement of the whole state under way (`Store::begin_replacing`).
 pub struct Replacement<'a> {
-    store: &'a Store,
-    _exclusive: RwLockWriteGuard<'a, ()>,
+    whole: RwLockWriteGuard<'a, bool>,
 }
 
 impl Replacement<'_> {
     /// The new state is whole: views and exports may read it.
-    pub fn complete(self) {
-        self.store.replacing.fetch_add(1, Ordering::SeqCst);
+    pub fn complete(mut self) {
+        *self.whole = true;
     }
 }
 
 /// Proof that no replacement runs (`Store::steady`).
 pub struct Steady<'a> {
-    _shared: RwLockReadGuard<'a, ()>,
+    _whole: RwLockReadGuard<'a, bool>,
 }
 
 /// Reads of the register: as of one snapshot (`Store::view`), or of the latest state.
@@ -414,7 +400,7 @@ impl View<'_> {
         let mut ids = Vec::new();
         rows.seek(prefix);
         while let Some(key) = rows.key() {
-            let id = keys::index_row_link_id(prefix, key)
+            let id = keys::index_link_id(prefix, key)
                 .map_err(|source| StoreError::Key { cf, source })?;
             ids.push(id);
             rows.next();

@@ -36,6 +36,17 @@ fn execute(store: &Store, command: &Command) -> Result<Verdict, StoreError> {
     Ok(verdict)
 }
 
+/// A valid creation: a Dutch tax number for the first SSIN.
+fn tax_number_link() -> Action {
+    Action::CreateLink(CreateLink {
+        ssin: SSINS[0].into(),
+        country: "NL".into(),
+        key_type: "TAX_NUMBER".into(),
+        value: "123-456-789".into(),
+        ..Default::default()
+    })
+}
+
 fn command(role: Role, seconds: i64, action: Action) -> Command {
     Command {
         caller: Caller {
@@ -198,13 +209,7 @@ fn state_survives_reopening_and_the_seed_is_written_once() {
         execute(&store, &command(Role::Keeper, 0, deactivate))
             .unwrap()
             .unwrap();
-        let create = Action::CreateLink(CreateLink {
-            ssin: SSINS[0].into(),
-            country: "NL".into(),
-            key_type: "TAX_NUMBER".into(),
-            value: "123-456-789".into(),
-            ..Default::default()
-        });
+        let create = tax_number_link();
         let decision = execute(&store, &command(Role::Writer, 1, create))
             .unwrap()
             .unwrap();
@@ -277,13 +282,7 @@ fn a_search_beside_deletions_sees_each_link_whole_or_not_at_all() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
-    let create = Action::CreateLink(CreateLink {
-        ssin: SSINS[0].into(),
-        country: "NL".into(),
-        key_type: "TAX_NUMBER".into(),
-        value: "123-456-789".into(),
-        ..Default::default()
-    });
+    let create = tax_number_link();
     let decision = execute(&store, &command(Role::Writer, 0, create))
         .unwrap()
         .unwrap();
