@@ -41,6 +41,11 @@ use route::{Attempt, Route};
 
 pub const CLIENT_ID_MAX: usize = 128;
 
+/// How long one read-index round may take before the leader is asked for again: well over a
+/// heartbeat round trip under load, and about when the other members have elected a new
+/// leader in place of one that stopped answering.
+const READ_INDEX_ROUND: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("no leader reachable within {0:?}; the request was not applied, retry")]
@@ -339,10 +344,20 @@ impl Service {
     async fn linearize(&self, deadline: Instant) -> Result<(), ServiceError> {
         loop {
             let (leader, leader_node) = self.leader(deadline).await?;
+            // Each round is bounded on this side: a leader that stopped answering (paused,
+            // or its packets dropped) would otherwise hold the read past the deadline, and
+            // the next round asks whoever the others have elected meanwhile.
+            let round = deadline.min(Instant::now() + READ_INDEX_ROUND);
             let read_index = if leader == self.node.id {
-                self.node.raft.ensure_linearizable().await.ok()
+                tokio::time::timeout_at(round, self.node.raft.ensure_linearizable())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             } else {
-                self.remote_read_index(&leader_node, deadline).await
+                tokio::time::timeout_at(round, self.remote_read_index(&leader_node, round))
+                    .await
+                    .ok()
+                    .flatten()
             };
             if let Some(index) = read_index {
                 let wanted = index.map(|l| l.index);

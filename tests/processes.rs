@@ -535,3 +535,61 @@ fn ssin(n: u64) -> String {
         .unwrap()
         .as_str()
 }
+
+/// A leader that stops answering without closing its connections (here SIGSTOP; a host that
+/// froze or whose packets vanish looks the same): a linearizable read on a follower gives up on
+/// it and is answered through the leader the other two elect, well within the node's deadline.
+#[test]
+fn a_linearizable_read_outlives_a_leader_that_stops_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _peers, clients) = start_cluster(dir.path());
+    let leader = json(&cluster(&clients[0], &["status"]))["leader_id"]
+        .as_u64()
+        .unwrap() as usize;
+    let follower = clients[leader % 3].clone();
+    let person = ssin(4242);
+    let created = cli(
+        &[
+            "link",
+            "create",
+            "--ssin",
+            &person,
+            "--country",
+            "BE",
+            "--type",
+            "TAX_NUMBER",
+            "--value",
+            "TX4242",
+        ],
+        "dev-writer",
+        &clients,
+    );
+    assert!(created.status.success(), "{created:?}");
+    let id = json(&created)["link"]["id"].as_u64();
+    // The follower has talked to this leader already (the create was replicated through it),
+    // so its connection to the leader is open when the leader freezes.
+    let search = |linearizable: bool| {
+        let mut args = vec!["link", "search", "--ssin", &person];
+        if linearizable {
+            args.push("--linearizable");
+        }
+        cli(&args, "dev-writer", std::slice::from_ref(&follower))
+    };
+    let before = search(true);
+    assert_eq!(json(&before)["links"][0]["id"].as_u64(), id, "{before:?}");
+
+    let stop = |signal: &str| {
+        let pid = nodes[leader - 1].child.id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    stop("-STOP");
+    let started = Instant::now();
+    let during = search(true);
+    let took = started.elapsed();
+    stop("-CONT");
+    assert!(during.status.success(), "{during:?}");
+    assert_eq!(json(&during)["links"][0]["id"].as_u64(), id, "{during:?}");
+    // The node's own deadline is 10 s; a read that waited on the frozen leader would reach it.
+    assert!(took < Duration::from_secs(9), "the read took {took:?}");
+}
