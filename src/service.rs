@@ -41,9 +41,9 @@ use route::{Attempt, Route};
 
 pub const CLIENT_ID_MAX: usize = 128;
 
-/// How long one read-index round may take before the leader is asked for again: well over a
-/// heartbeat round trip under load, and about when the other members have elected a new
-/// leader in place of one that stopped answering.
+/// How long the leader may take to confirm its leadership for a read before it is asked for
+/// again: many heartbeat round trips even under load, and about when the other members have
+/// elected a new leader in place of one that stopped answering.
 const READ_INDEX_ROUND: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
@@ -344,15 +344,17 @@ impl Service {
     async fn linearize(&self, deadline: Instant) -> Result<(), ServiceError> {
         loop {
             let (leader, leader_node) = self.leader(deadline).await?;
-            // Each round is bounded on this side: a leader that stopped answering (paused,
-            // or its packets dropped) would otherwise hold the read past the deadline, and
-            // the next round asks whoever the others have elected meanwhile.
+            // The leadership round is bounded on this side: a leader that stopped answering
+            // (paused, or its packets dropped) would otherwise hold the read past the deadline,
+            // and the next round asks whoever the others have elected meanwhile. Only the
+            // apply wait below may take the whole deadline.
             let round = deadline.min(Instant::now() + READ_INDEX_ROUND);
             let read_index = if leader == self.node.id {
-                tokio::time::timeout_at(round, self.node.raft.ensure_linearizable())
+                tokio::time::timeout_at(round, self.node.raft.get_read_log_id())
                     .await
                     .ok()
                     .and_then(Result::ok)
+                    .map(|(read, _)| read)
             } else {
                 tokio::time::timeout_at(round, self.remote_read_index(&leader_node, round))
                     .await

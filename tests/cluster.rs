@@ -194,10 +194,10 @@ impl Cluster {
                 .map(|id| cluster::status(&self.node(*id).node).last_log_index)
                 .collect();
             if applied.windows(2).all(|w| w[0] == w[1]) && applied.first() == last.iter().max() {
-                let digests: Vec<_> = ids
-                    .iter()
-                    .map(|id| cluster::digest(&self.node(*id).node).unwrap())
-                    .collect();
+                let mut digests = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    digests.push(cluster::digest(&self.node(*id).node).await.unwrap());
+                }
                 for (id, d) in ids.iter().zip(&digests) {
                     assert_eq!(
                         d.sha256, digests[0].sha256,

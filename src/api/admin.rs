@@ -218,7 +218,7 @@ impl ClusterAdmin for AdminService {
         req: Request<pb::DigestRequest>,
     ) -> Result<Response<pb::DigestResponse>, Status> {
         self.keeper(&req, "cluster_digest")?;
-        let d = cluster::digest(&self.node).map_err(to_status)?;
+        let d = cluster::digest(&self.node).await.map_err(to_status)?;
         Ok(Response::new(pb::DigestResponse {
             node_id: self.node.id,
             applied_index: d.applied.map(|l| l.index),

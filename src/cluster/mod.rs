@@ -274,8 +274,14 @@ pub async fn backup(node: &RaftNode) -> Result<BackupFile, ClusterError> {
         .map_err(ClusterError::from)
 }
 
-pub fn digest(node: &RaftNode) -> Result<Digest, ClusterError> {
-    Ok(state_machine::digest(&node.store)?)
+/// Hashes the whole state on a blocking thread: it reads every row, and waits for a snapshot
+/// install under way to finish.
+pub async fn digest(node: &RaftNode) -> Result<Digest, ClusterError> {
+    let store = node.store.clone();
+    tokio::task::spawn_blocking(move || state_machine::digest(&store))
+        .await
+        .map_err(|e| ClusterError::Unavailable(format!("digest task: {e}")))?
+        .map_err(ClusterError::from)
 }
 
 /// Whether this node's own membership lists it as a voter: it has been one, and unless it was

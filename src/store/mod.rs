@@ -153,7 +153,15 @@ impl Store {
     /// `None` while the state is being replaced (`begin_replacing`): it holds part of a
     /// snapshot, an answer from it would be wrong.
     pub fn view(&self) -> Option<View<'_>> {
-        let whole = self.whole.try_read().ok().filter(|whole| **whole)?;
+        // Poisoned like in `steady`: the flag itself says whether the state is whole.
+        let whole = match self.whole.try_read() {
+            Ok(whole) => whole,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if !*whole {
+            return None;
+        }
         let snapshot = self.db.snapshot();
         drop(whole);
         Some(View {
