@@ -30,21 +30,15 @@ use crate::domain::{
     Action, Caller, Command, Country, DomainError, Field, FormatRule, KeyType, KeyTypeCode, Link,
     LinkId, RegisterView, RequestContext, Timestamp, Verdict,
 };
-use crate::raft::network::{decode, encode};
 use crate::raft::node::RaftNode;
-use crate::raft::peer::ReadIndexResult;
-use crate::raft::{AuditEvent, ClientRequest, NodeId, NodeInfo, Payload, Request, Response};
+use crate::raft::rounds::Rounds;
+use crate::raft::{AuditEvent, ClientRequest, LogId, NodeId, NodeInfo, Payload, Request, Response};
 use crate::store::{StoreError, View};
 use group::Creations;
 pub use group::GroupCounts;
 use route::{Attempt, Route};
 
 pub const CLIENT_ID_MAX: usize = 128;
-
-/// How long the leader may take to confirm its leadership for a read before it is asked for
-/// again: many heartbeat round trips even under load, and about when the other members have
-/// elected a new leader in place of one that stopped answering.
-const READ_INDEX_ROUND: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -173,6 +167,8 @@ pub struct Service {
     write_timeout: Duration,
     route: Route,
     creations: Creations,
+    /// Read indexes for linearizable reads, one round for all the readers waiting.
+    reads: Rounds<Option<Option<LogId>>>,
 }
 
 fn now() -> Timestamp {
@@ -182,11 +178,19 @@ fn now() -> Timestamp {
 impl Service {
     pub fn new(node: Arc<RaftNode>, write_timeout: Duration) -> Service {
         let route = Route::new(node.clone());
+        let reads = {
+            let route = route.clone();
+            Rounds::new(move || {
+                let route = route.clone();
+                async move { route.read_index().await }
+            })
+        };
         Service {
             node,
             write_timeout,
             creations: Creations::new(route.clone()),
             route,
+            reads,
         }
     }
 
@@ -343,24 +347,17 @@ impl Service {
     /// Waits until this node has applied everything acknowledged before the call.
     async fn linearize(&self, deadline: Instant) -> Result<(), ServiceError> {
         loop {
-            let (leader, leader_node) = self.leader(deadline).await?;
-            // The leadership round is bounded on this side: a leader that stopped answering
-            // (paused, or its packets dropped) would otherwise hold the read past the deadline,
-            // and the next round asks whoever the others have elected meanwhile. Only the
-            // apply wait below may take the whole deadline.
-            let round = deadline.min(Instant::now() + READ_INDEX_ROUND);
-            let read_index = if leader == self.node.id {
-                tokio::time::timeout_at(round, self.node.raft.get_read_log_id())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .map(|(read, _)| read)
-            } else {
-                tokio::time::timeout_at(round, self.remote_read_index(&leader_node, round))
-                    .await
-                    .ok()
-                    .flatten()
-            };
+            // No leader known: wait for the election (bounded by the deadline).
+            self.leader(deadline).await?;
+            // The round is bounded by the node (`READ_INDEX_ROUND`): a leader that stopped
+            // answering (paused, or its packets dropped) fails it, and the next round asks
+            // whoever the others have elected meanwhile. Only the apply wait below may take
+            // the whole deadline.
+            let read_index = tokio::time::timeout_at(deadline, self.reads.next())
+                .await
+                .ok()
+                .flatten()
+                .flatten();
             if let Some(index) = read_index {
                 let wanted = index.map(|l| l.index);
                 let timeout = deadline.saturating_duration_since(Instant::now());
@@ -377,19 +374,6 @@ impl Service {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    async fn remote_read_index(
-        &self,
-        leader: &NodeInfo,
-        deadline: Instant,
-    ) -> Option<Option<crate::raft::LogId>> {
-        self.node.faults_allow(leader).ok()?;
-        let mut client = self.route.peer(&leader.peer_addr).ok()?;
-        let mut grpc = tonic::Request::new(encode(&()).ok()?);
-        grpc.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let reply = client.read_index(grpc).await.ok()?;
-        decode::<ReadIndexResult>(reply.get_ref()).ok()?.ok()
     }
 
     /// Every link this node holds, in id order, from one point-in-time view: blocking, for a

@@ -321,6 +321,46 @@ async fn writes_on_any_node_replicate_to_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_linearizable_reads_on_a_lagging_follower_see_the_writes_acknowledged_before() {
+    let c = Cluster::new(3, tuning()).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    // The follower hears of every entry late, so a local read there would often miss a write
+    // just acknowledged. Readers arrive while others' read-index rounds are under way: each
+    // must wait for a round that began after it, never take the answer of a running one.
+    c.faults.delay(leader, follower, Duration::from_millis(30));
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..16u64 {
+        let (at_leader, at_follower) = (
+            c.node(leader).service.clone(),
+            c.node(follower).service.clone(),
+        );
+        clients.spawn(async move {
+            for k in 0..5 {
+                let n = 3_000 + client * 10 + k;
+                let outcome = at_leader.write(writer(), create(n), None).await.unwrap();
+                let id = created_or_code(&outcome).expect("the rules accept the link");
+                let (found, meta) = at_follower
+                    .get_link(id.0, Consistency::Linearizable)
+                    .await
+                    .expect("the follower answers");
+                assert!(
+                    found.is_ok(),
+                    "client {client}: a linearizable read missed link {} acknowledged before it",
+                    id.0
+                );
+                assert_eq!(meta.node_id, follower);
+            }
+        });
+    }
+    while let Some(client) = clients.join_next().await {
+        client.unwrap();
+    }
+    c.faults.heal();
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_crash_writes_continue_and_the_old_leader_catches_up() {
     let mut c = Cluster::new(3, tuning()).await;
     let mut acked = BTreeMap::new();

@@ -15,6 +15,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod peer;
+pub mod rounds;
 pub mod snapshot;
 pub mod state_machine;
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Weak};
 use openraft::{Config, Raft, SnapshotPolicy};
 
 use super::network::{Faults, MAX_MESSAGE, Network, PeerTransport};
-use super::peer::PeerService;
+use super::peer::{PeerService, ReadIndexResult};
+use super::rounds::Rounds;
 use super::{LogStore, NodeId, NodeInfo, StateMachine, StateMachineError, TypeConfig};
 use crate::proto::raft::raft_peer_server::RaftPeerServer;
 use crate::store::{Store, StoreError, StoreTuning, cf};
@@ -107,7 +108,15 @@ pub struct RaftNode {
     pub membership_change: ChangeLock,
     /// Where snapshot (and backup) files live.
     pub snapshot_dir: PathBuf,
+    /// Leadership confirmations for linearizable reads, one round for every reader waiting
+    /// (this node's own and followers' `ReadIndex` calls); `None` when a round timed out.
+    pub read_index: Rounds<Option<ReadIndexResult>>,
 }
+
+/// How long the leader may take to confirm its leadership for a read: many heartbeat round
+/// trips even under load, and about when the other members have elected a new leader in place
+/// of one that stopped answering. Readers queued behind a round wait at most this long for it.
+pub const READ_INDEX_ROUND: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Below this the register is cheap to snapshot, and the entry count alone decides.
 const SMALL_STATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -228,6 +237,19 @@ impl RaftNode {
             Arc::downgrade(&store),
             tuning.snapshot_every,
         ));
+        let read_index = {
+            let raft = raft.clone();
+            Rounds::new(move || {
+                let raft = raft.clone();
+                async move {
+                    match tokio::time::timeout(READ_INDEX_ROUND, raft.get_read_log_id()).await {
+                        Ok(Ok((read, _applied))) => Some(Ok(read)),
+                        Ok(Err(e)) => Some(Err(e)),
+                        Err(_elapsed) => None,
+                    }
+                }
+            })
+        };
         Ok(RaftNode {
             id,
             info,
@@ -238,6 +260,7 @@ impl RaftNode {
             transport,
             membership_change: ChangeLock::default(),
             snapshot_dir: snapshot_dir(data_dir),
+            read_index,
         })
     }
 
@@ -264,6 +287,7 @@ impl RaftNode {
         RaftPeerServer::new(PeerService::new(
             self.raft.clone(),
             self.membership_change.clone(),
+            self.read_index.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)

@@ -9,6 +9,7 @@ use openraft::{ChangeMembers, Raft};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::network::{decode, encode};
+use super::rounds::Rounds;
 use super::{LogId, NodeId, NodeInfo, Response, TypeConfig};
 use crate::proto::raft::Payload;
 use crate::proto::raft::raft_peer_server::RaftPeer;
@@ -22,13 +23,19 @@ pub type JoinResult = Result<LogId, RaftError<NodeId, ClientWriteError<NodeId, N
 pub struct PeerService {
     raft: Raft<TypeConfig>,
     membership_change: super::node::ChangeLock,
+    read_index: Rounds<Option<ReadIndexResult>>,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft<TypeConfig>, membership_change: super::node::ChangeLock) -> PeerService {
+    pub fn new(
+        raft: Raft<TypeConfig>,
+        membership_change: super::node::ChangeLock,
+        read_index: Rounds<Option<ReadIndexResult>>,
+    ) -> PeerService {
         PeerService {
             raft,
             membership_change,
+            read_index,
         }
     }
 }
@@ -94,7 +101,11 @@ impl RaftPeer for PeerService {
         // Leadership confirmed by a quorum is all the asking follower needs: it waits for its
         // own apply to reach the index. Waiting here for the leader's apply as well would only
         // add the leader's apply lag to every follower read.
-        let result: ReadIndexResult = self.raft.get_read_log_id().await.map(|(read, _)| read);
+        let Some(Some(result)) = self.read_index.next().await else {
+            return Err(Status::unavailable(
+                "the leader could not confirm its leadership in time; retry",
+            ));
+        };
         Ok(GrpcResponse::new(encode(&result)?))
     }
 

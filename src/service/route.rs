@@ -10,9 +10,9 @@ use tonic::transport::Channel;
 
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
 use crate::raft::network::{decode, encode, peer_client};
-use crate::raft::node::RaftNode;
-use crate::raft::peer::WriteResult;
-use crate::raft::{NodeId, NodeInfo, Payload, Response};
+use crate::raft::node::{READ_INDEX_ROUND, RaftNode};
+use crate::raft::peer::{ReadIndexResult, WriteResult};
+use crate::raft::{LogId, NodeId, NodeInfo, Payload, Response};
 
 #[derive(Debug, Clone)]
 pub(super) enum Attempt {
@@ -114,6 +114,37 @@ impl Route {
             Ok(Err(e)) => classify(e),
             Err(status) => Attempt::Unknown(status.to_string()),
         }
+    }
+}
+
+impl Route {
+    /// The leader's read index, its leadership confirmed by a quorum after this call; `None`
+    /// when no leader is known or it could not confirm within [`READ_INDEX_ROUND`].
+    pub(super) async fn read_index(&self) -> Option<Option<LogId>> {
+        let (leader, info) = self.known_leader()?;
+        if leader == self.node.id {
+            return self.node.read_index.next().await.flatten()?.ok();
+        }
+        let deadline = Instant::now() + READ_INDEX_ROUND;
+        // Bounded on this side too: a leader whose packets vanish would hold the call until
+        // TCP gives up.
+        tokio::time::timeout_at(deadline, self.remote_read_index(&info, deadline))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn remote_read_index(
+        &self,
+        leader: &NodeInfo,
+        deadline: Instant,
+    ) -> Option<Option<LogId>> {
+        self.node.faults_allow(leader).ok()?;
+        let mut client = self.peer(&leader.peer_addr).ok()?;
+        let mut grpc = tonic::Request::new(encode(&()).ok()?);
+        grpc.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let reply = client.read_index(grpc).await.ok()?;
+        decode::<ReadIndexResult>(reply.get_ref()).ok()?.ok()
     }
 }
 

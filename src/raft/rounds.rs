@@ -1,0 +1,182 @@
+//! Rounds shared by concurrent callers, for linearizable reads.
+//!
+//! A linearizable read needs a read index taken *after* the read arrived: the leader's commit
+//! index once a quorum has confirmed that it still leads. openraft 0.9 confirms leadership with
+//! one heartbeat round per `get_read_log_id` call, so 64 concurrent readers cost 64 rounds to
+//! every follower (measured: 2,360 linearizable searches/s against 17,460 local ones).
+//!
+//! Here callers queue for the next round; one task runs rounds while anyone waits, and each
+//! round answers exactly the callers that were queued when it started. A caller that arrives
+//! during a round waits for the following one, never takes the running round's answer: that
+//! index may have been fixed before the caller's read arrived, which would break
+//! linearizability.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+type Round<T> = dyn Fn() -> Pin<Box<dyn Future<Output = T> + Send>> + Send + Sync;
+
+pub struct Rounds<T> {
+    round: Arc<Round<T>>,
+    queue: Arc<Mutex<Queue<T>>>,
+}
+
+impl<T> Clone for Rounds<T> {
+    fn clone(&self) -> Self {
+        Rounds {
+            round: self.round.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+struct Queue<T> {
+    /// Whether the task running rounds is alive; it ends once a round finds nobody waiting.
+    running: bool,
+    waiting: Vec<oneshot::Sender<T>>,
+}
+
+impl<T: Clone + Send + 'static> Rounds<T> {
+    /// `round` must end on its own (bound it with a timeout): callers queued behind a round that
+    /// never ends would wait until their own deadlines.
+    pub fn new<F, Fut>(round: F) -> Rounds<T>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        Rounds {
+            round: Arc::new(move || Box::pin(round()) as Pin<Box<dyn Future<Output = T> + Send>>),
+            queue: Arc::new(Mutex::new(Queue {
+                running: false,
+                waiting: Vec::new(),
+            })),
+        }
+    }
+
+    /// The result of the first round that starts after this call. `None` only when the runtime
+    /// is shutting down (the task running rounds was dropped).
+    pub async fn next(&self) -> Option<T> {
+        let (answer, answered) = oneshot::channel();
+        let start = {
+            let mut queue = lock(&self.queue);
+            queue.waiting.push(answer);
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            tokio::spawn(run(self.round.clone(), self.queue.clone()));
+        }
+        answered.await.ok()
+    }
+}
+
+async fn run<T: Clone>(round: Arc<Round<T>>, queue: Arc<Mutex<Queue<T>>>) {
+    // Clears `running` if this task is dropped mid-round (runtime shutdown), so that a later
+    // caller starts a new task instead of waiting on a dead one.
+    struct Running<'a, T> {
+        queue: &'a Mutex<Queue<T>>,
+        armed: bool,
+    }
+    impl<T> Drop for Running<'_, T> {
+        fn drop(&mut self) {
+            if self.armed {
+                lock(self.queue).running = false;
+            }
+        }
+    }
+    let mut running = Running {
+        queue: &queue,
+        armed: true,
+    };
+    loop {
+        let batch = {
+            let mut q = lock(&queue);
+            if q.waiting.is_empty() {
+                // Under the same lock as the check: a caller queueing after it sees the flag
+                // down and starts a new task.
+                q.running = false;
+                running.armed = false;
+                return;
+            }
+            std::mem::take(&mut q.waiting)
+        };
+        let result = round().await;
+        for answer in batch {
+            // A caller that gave up has dropped its receiver.
+            let _ = answer.send(result.clone());
+        }
+    }
+}
+
+fn lock<T>(queue: &Mutex<Queue<T>>) -> std::sync::MutexGuard<'_, Queue<T>> {
+    // The queue is a list of senders and a flag: valid whatever a panicking holder left.
+    queue.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// Rounds that report their own number once the test lets them finish.
+    fn gated() -> (Rounds<u32>, Arc<AtomicU32>, Arc<Semaphore>) {
+        let started = Arc::new(AtomicU32::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let (s, g) = (started.clone(), gate.clone());
+        let rounds = Rounds::new(move || {
+            let n = s.fetch_add(1, Ordering::SeqCst) + 1;
+            let g = g.clone();
+            async move {
+                g.acquire().await.expect("the gate stays open").forget();
+                n
+            }
+        });
+        (rounds, started, gate)
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if what() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("the condition never held");
+    }
+
+    #[tokio::test]
+    async fn callers_during_a_round_share_the_next_one_and_never_the_running_one() {
+        let (rounds, started, gate) = gated();
+        let first = tokio::spawn({
+            let r = rounds.clone();
+            async move { r.next().await }
+        });
+        until(|| started.load(Ordering::SeqCst) == 1).await;
+        let late: Vec<_> = (0..5)
+            .map(|_| {
+                let r = rounds.clone();
+                tokio::spawn(async move { r.next().await })
+            })
+            .collect();
+        until(|| lock(&rounds.queue).waiting.len() == 5).await;
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap(), Some(1));
+        until(|| started.load(Ordering::SeqCst) == 2).await;
+        gate.add_permits(1);
+        for caller in late {
+            assert_eq!(caller.await.unwrap(), Some(2), "queued during round 1");
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 2, "one round for all five");
+
+        // The queue drained, the task ended; the next caller starts a round of its own.
+        until(|| !lock(&rounds.queue).running).await;
+        gate.add_permits(1);
+        assert_eq!(rounds.next().await, Some(3));
+    }
+}
