@@ -438,6 +438,23 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         eprintln!("chaos: FAILED: {msg}");
         problems.push(msg);
     }
+    let reads = shared.read_backs();
+    eprintln!(
+        "chaos: linearizable reads after acknowledged creates: found={} stale={} unanswered={}",
+        reads.found,
+        reads.stale.len(),
+        reads.unanswered
+    );
+    for stale in &reads.stale {
+        eprintln!("chaos: PROBLEM {stale}");
+        problems.push(stale.clone());
+    }
+    // Every node down for the whole run would leave the read check vacuous.
+    if reads.found == 0 {
+        let msg = "no linearizable read was answered: the reads checked nothing".to_string();
+        eprintln!("chaos: FAILED: {msg}");
+        problems.push(msg);
+    }
     // A run in which nothing was acknowledged (a wrong token, say) would check nothing.
     let exercised = verdict.acked_creates > 0;
     if !exercised {
@@ -452,6 +469,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     });
     let passed = verdict.passed()
         && exercised
+        && reads.stale.is_empty()
+        && reads.found > 0
         && failure.is_none()
         && healed
         && without_ack.is_empty()

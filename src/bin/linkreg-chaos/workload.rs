@@ -45,6 +45,18 @@ pub struct Shared {
     ops: Mutex<Vec<OpRecord>>,
     /// (start of the acknowledged attempt, acknowledgement), both in ms since the start.
     acks: Mutex<Vec<(u64, u64)>>,
+    reads: Mutex<ReadBacks>,
+}
+
+/// Linearizable reads of links just acknowledged, on a random node: each must find its link
+/// (nobody can have deleted it yet: the keeper learns of a link only after this read).
+#[derive(Debug, Clone, Default)]
+pub struct ReadBacks {
+    pub found: u64,
+    /// The read answered that the link does not exist: a stale read, a violation.
+    pub stale: Vec<String>,
+    /// No answer in time (the node was down, cut off, without a leader): nothing to check.
+    pub unanswered: u64,
 }
 
 impl Shared {
@@ -69,7 +81,12 @@ impl Shared {
             deletable: Mutex::default(),
             ops: Mutex::default(),
             acks: Mutex::default(),
+            reads: Mutex::default(),
         }
+    }
+
+    pub fn read_backs(&self) -> ReadBacks {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -416,6 +433,47 @@ impl Client {
         record
     }
 
+    /// One linearizable `GetLink` of a link acknowledged to this client, on a random node.
+    async fn read_back(&mut self, link_id: u64) {
+        let n = self.shared.servers.len().max(1);
+        let index = self.rng.below(n as u64) as usize;
+        let server = self.shared.servers[index].clone();
+        let found = match self.channel(index, &server).await {
+            Err(_) => None,
+            Ok(channel) => {
+                let mut client = LinkRegisterClient::with_interceptor(channel, self.bearer.clone());
+                let mut request = tonic::Request::new(pb::GetLinkRequest {
+                    id: link_id,
+                    consistency: pb::Consistency::Linearizable as i32,
+                });
+                let timeout = self.shared.attempt_timeout;
+                request.set_timeout(timeout);
+                let call = client.get_link(request);
+                match tokio::time::timeout(timeout + Duration::from_millis(500), call).await {
+                    Ok(Ok(reply)) => Some(reply.into_inner().link.map(|l| l.id) == Some(link_id)),
+                    Ok(Err(status)) if reason(&status).as_deref() == Some("LINK_NOT_FOUND") => {
+                        Some(false)
+                    }
+                    Ok(Err(_)) | Err(_) => {
+                        self.channels.remove(&index);
+                        None
+                    }
+                }
+            }
+        };
+        let at_ms = self.shared.now_ms();
+        let mut reads = self.shared.reads.lock().unwrap_or_else(|p| p.into_inner());
+        match found {
+            Some(true) => reads.found += 1,
+            Some(false) => reads.stale.push(format!(
+                "a linearizable read of link {link_id} on {server} at {at_ms} ms, after its \
+                 creation was acknowledged to {}, did not find it",
+                self.name
+            )),
+            None => reads.unanswered += 1,
+        }
+    }
+
     async fn think(&mut self, lo_ms: u64, hi_ms: u64) {
         tokio::time::sleep(Duration::from_millis(self.rng.between(lo_ms, hi_ms))).await;
     }
@@ -473,6 +531,8 @@ pub async fn writer(mut c: Client, number: usize) {
         match (&record.action, record.outcome) {
             (Action::Create { .. }, Outcome::Acknowledged) => {
                 if let Some(id) = record.link_id {
+                    // Before the keeper may learn of it: nobody can have deleted it yet.
+                    c.read_back(id).await;
                     own.push(id);
                     c.shared
                         .deletable
