@@ -31,7 +31,7 @@ use crate::domain::{
     LinkId, RegisterView, RequestContext, Timestamp, Verdict,
 };
 use crate::raft::node::RaftNode;
-use crate::raft::rounds::Rounds;
+use crate::raft::rounds::{RoundCounts, Rounds};
 use crate::raft::{AuditEvent, ClientRequest, LogId, NodeId, NodeInfo, Payload, Request, Response};
 use crate::store::{StoreError, View};
 use group::Creations;
@@ -196,6 +196,12 @@ impl Service {
 
     pub fn node(&self) -> &Arc<RaftNode> {
         &self.node
+    }
+
+    /// How well linearizable reads share their read-index rounds on this node: rounds run and
+    /// the reads that waited for them.
+    pub fn read_round_counts(&self) -> RoundCounts {
+        self.reads.counts()
     }
 
     /// How well group commit is working on this node: groups sent and the creations in them.

@@ -357,6 +357,7 @@ async fn metrics_count_calls_errors_and_show_the_nodes_raft_state() {
             "reader",
             pb::SearchLinksBySsinRequest {
                 ssin: "85073003328".into(),
+                consistency: pb::Consistency::Linearizable as i32,
                 ..Default::default()
             },
         ))
@@ -389,6 +390,10 @@ async fn metrics_count_calls_errors_and_show_the_nodes_raft_state() {
     assert_eq!(m.types["linkreg_write_groups_total"], "counter");
     assert_eq!(m.value("linkreg_write_groups_total", &[]), 2.0);
     assert_eq!(m.value("linkreg_write_grouped_creations_total", &[]), 2.0);
+    // The one linearizable search took one read-index round of its own.
+    assert_eq!(m.types["linkreg_linearizable_read_rounds_total"], "counter");
+    assert_eq!(m.value("linkreg_linearizable_read_rounds_total", &[]), 1.0);
+    assert_eq!(m.value("linkreg_linearizable_reads_total", &[]), 1.0);
 
     let register = ("service", "linkreg.v1.LinkRegister");
     let create_rpc = [register, ("rpc", "CreateLink")];

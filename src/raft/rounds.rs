@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -22,6 +23,7 @@ type Round<T> = dyn Fn() -> Pin<Box<dyn Future<Output = T> + Send>> + Send + Syn
 pub struct Rounds<T> {
     round: Arc<Round<T>>,
     queue: Arc<Mutex<Queue<T>>>,
+    counts: Arc<Counts>,
 }
 
 impl<T> Clone for Rounds<T> {
@@ -29,8 +31,23 @@ impl<T> Clone for Rounds<T> {
         Rounds {
             round: self.round.clone(),
             queue: self.queue.clone(),
+            counts: self.counts.clone(),
         }
     }
+}
+
+/// Rounds run and callers queued since the start: their ratio is how many callers one round
+/// served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundCounts {
+    pub rounds: u64,
+    pub callers: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    rounds: AtomicU64,
+    callers: AtomicU64,
 }
 
 struct Queue<T> {
@@ -53,6 +70,14 @@ impl<T: Clone + Send + 'static> Rounds<T> {
                 running: false,
                 waiting: Vec::new(),
             })),
+            counts: Arc::default(),
+        }
+    }
+
+    pub fn counts(&self) -> RoundCounts {
+        RoundCounts {
+            rounds: self.counts.rounds.load(Ordering::Relaxed),
+            callers: self.counts.callers.load(Ordering::Relaxed),
         }
     }
 
@@ -60,19 +85,24 @@ impl<T: Clone + Send + 'static> Rounds<T> {
     /// is shutting down (the task running rounds was dropped).
     pub async fn next(&self) -> Option<T> {
         let (answer, answered) = oneshot::channel();
+        self.counts.callers.fetch_add(1, Ordering::Relaxed);
         let start = {
             let mut queue = lock(&self.queue);
             queue.waiting.push(answer);
             !std::mem::replace(&mut queue.running, true)
         };
         if start {
-            tokio::spawn(run(self.round.clone(), self.queue.clone()));
+            tokio::spawn(run(
+                self.round.clone(),
+                self.queue.clone(),
+                self.counts.clone(),
+            ));
         }
         answered.await.ok()
     }
 }
 
-async fn run<T: Clone>(round: Arc<Round<T>>, queue: Arc<Mutex<Queue<T>>>) {
+async fn run<T: Clone>(round: Arc<Round<T>>, queue: Arc<Mutex<Queue<T>>>, counts: Arc<Counts>) {
     // Clears `running` if this task is dropped mid-round (runtime shutdown), so that a later
     // caller starts a new task instead of waiting on a dead one.
     struct Running<'a, T> {
@@ -102,6 +132,7 @@ async fn run<T: Clone>(round: Arc<Round<T>>, queue: Arc<Mutex<Queue<T>>>) {
             }
             std::mem::take(&mut q.waiting)
         };
+        counts.rounds.fetch_add(1, Ordering::Relaxed);
         let result = round().await;
         for answer in batch {
             // A caller that gave up has dropped its receiver.
@@ -173,6 +204,13 @@ mod tests {
             assert_eq!(caller.await.unwrap(), Some(2), "queued during round 1");
         }
         assert_eq!(started.load(Ordering::SeqCst), 2, "one round for all five");
+        assert_eq!(
+            rounds.counts(),
+            RoundCounts {
+                rounds: 2,
+                callers: 6
+            }
+        );
 
         // The queue drained, the task ended; the next caller starts a round of its own.
         until(|| !lock(&rounds.queue).running).await;

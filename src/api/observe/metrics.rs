@@ -695,6 +695,23 @@ impl Collector for GroupCollector {
         ] {
             counter(&mut encoder, name, help, value)?;
         }
+        let reads = self.service.read_round_counts();
+        for (name, help, value) in [
+            (
+                "linkreg_linearizable_read_rounds",
+                "Read-index rounds this node ran for its linearizable reads since it started \
+                 (asked of the leader, or confirmed by this node when it leads)",
+                reads.rounds,
+            ),
+            (
+                "linkreg_linearizable_reads",
+                "Linearizable reads that waited for those rounds: divided by \
+                 linkreg_linearizable_read_rounds, the mean number of reads one round served",
+                reads.callers,
+            ),
+        ] {
+            counter(&mut encoder, name, help, value)?;
+        }
         Ok(())
     }
 }
