@@ -3,7 +3,8 @@
 //! A linearizable read needs a read index taken *after* the read arrived: the leader's commit
 //! index once a quorum has confirmed that it still leads. openraft 0.9 confirms leadership with
 //! one heartbeat round per `get_read_log_id` call, so 64 concurrent readers cost 64 rounds to
-//! every follower (measured: 2,360 linearizable searches/s against 17,460 local ones).
+//! every follower (measured at 64 clients: about 2,150 linearizable searches/s against 19,000
+//! local ones).
 //!
 //! Here callers queue for the next round; one task runs rounds while anyone waits, and each
 //! round answers exactly the callers that were queued when it started. A caller that arrives
@@ -123,6 +124,8 @@ async fn run<T: Clone>(round: Arc<Round<T>>, queue: Arc<Mutex<Queue<T>>>, counts
     loop {
         let batch = {
             let mut q = lock(&queue);
+            // Callers that gave up (their deadline passed) need no round.
+            q.waiting.retain(|answer| !answer.is_closed());
             if q.waiting.is_empty() {
                 // Under the same lock as the check: a caller queueing after it sees the flag
                 // down and starts a new task.
@@ -216,5 +219,25 @@ mod tests {
         until(|| !lock(&rounds.queue).running).await;
         gate.add_permits(1);
         assert_eq!(rounds.next().await, Some(3));
+    }
+
+    #[tokio::test]
+    async fn no_round_runs_for_callers_that_gave_up() {
+        let (rounds, started, gate) = gated();
+        let first = tokio::spawn({
+            let r = rounds.clone();
+            async move { r.next().await }
+        });
+        until(|| started.load(Ordering::SeqCst) == 1).await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), rounds.next()).await;
+        assert!(gave_up.is_err(), "round 1 is still held");
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap(), Some(1));
+        until(|| !lock(&rounds.queue).running).await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "nobody was left for a second round"
+        );
     }
 }
