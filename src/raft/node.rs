@@ -115,7 +115,9 @@ pub struct RaftNode {
 
 /// How long the leader may take to confirm its leadership for a read: many heartbeat round
 /// trips even under load, and about when the other members have elected a new leader in place
-/// of one that stopped answering. Readers queued behind a round wait at most this long for it.
+/// of one that stopped answering. A reader may wait for the round under way and then its own,
+/// so for up to twice this at each level (a follower's round, the leader's) before it asks
+/// again.
 pub const READ_INDEX_ROUND: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Below this the register is cheap to snapshot, and the entry count alone decides.

@@ -82,8 +82,9 @@ impl<T: Clone + Send + 'static> Rounds<T> {
         }
     }
 
-    /// The result of the first round that starts after this call. `None` only when the runtime
-    /// is shutting down (the task running rounds was dropped).
+    /// The result of the first round that starts after this call. `None` when no round could
+    /// answer it: the task running rounds ended abnormally (a panic, the runtime shutting
+    /// down), which also lets every caller queued then go; they may simply ask again.
     pub async fn next(&self) -> Option<T> {
         let (answer, answered) = oneshot::channel();
         self.counts.callers.fetch_add(1, Ordering::Relaxed);
@@ -93,43 +94,47 @@ impl<T: Clone + Send + 'static> Rounds<T> {
             !std::mem::replace(&mut queue.running, true)
         };
         if start {
-            tokio::spawn(run(
-                self.round.clone(),
-                self.queue.clone(),
-                self.counts.clone(),
-            ));
+            // Made before the task is spawned, so that it also runs if the task is dropped
+            // before its first poll.
+            let running = Running {
+                queue: self.queue.clone(),
+                armed: true,
+            };
+            tokio::spawn(run(self.round.clone(), running, self.counts.clone()));
         }
         answered.await.ok()
     }
 }
 
-async fn run<T: Clone>(round: Arc<Round<T>>, queue: Arc<Mutex<Queue<T>>>, counts: Arc<Counts>) {
-    // Clears `running` if this task is dropped mid-round (runtime shutdown), so that a later
-    // caller starts a new task instead of waiting on a dead one.
-    struct Running<'a, T> {
-        queue: &'a Mutex<Queue<T>>,
-        armed: bool,
-    }
-    impl<T> Drop for Running<'_, T> {
-        fn drop(&mut self) {
-            if self.armed {
-                lock(self.queue).running = false;
-            }
+/// Owned by the task running rounds. Dropped abnormally (a panic in a round, the runtime
+/// shutting down, the task never polled) it clears `running` and lets the queued callers go, so
+/// that nobody waits on a dead task.
+struct Running<T> {
+    queue: Arc<Mutex<Queue<T>>>,
+    armed: bool,
+}
+
+impl<T> Drop for Running<T> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut queue = lock(&self.queue);
+            queue.running = false;
+            queue.waiting.clear();
         }
     }
-    let mut running = Running {
-        queue: &queue,
-        armed: true,
-    };
+}
+
+async fn run<T: Clone>(round: Arc<Round<T>>, mut running: Running<T>, counts: Arc<Counts>) {
     loop {
         let batch = {
-            let mut q = lock(&queue);
+            let mut q = lock(&running.queue);
             // Callers that gave up (their deadline passed) need no round.
             q.waiting.retain(|answer| !answer.is_closed());
             if q.waiting.is_empty() {
                 // Under the same lock as the check: a caller queueing after it sees the flag
                 // down and starts a new task.
                 q.running = false;
+                drop(q);
                 running.armed = false;
                 return;
             }
@@ -239,5 +244,21 @@ mod tests {
             1,
             "nobody was left for a second round"
         );
+    }
+
+    #[tokio::test]
+    async fn a_round_that_panics_lets_its_callers_go_and_the_next_caller_starts_afresh() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let rounds = Rounds::new(move || {
+            let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                assert!(!first, "the first round fails");
+                7u32
+            }
+        });
+        assert_eq!(rounds.next().await, None);
+        until(|| !lock(&rounds.queue).running).await;
+        assert_eq!(rounds.next().await, Some(7));
     }
 }

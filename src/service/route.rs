@@ -123,7 +123,11 @@ impl Route {
     pub(super) async fn read_index(&self) -> Option<Option<LogId>> {
         let (leader, info) = self.known_leader()?;
         if leader == self.node.id {
-            return self.node.read_index.next().await.flatten()?.ok();
+            // Each node-level round ends within READ_INDEX_ROUND; this bounds the wait for the
+            // one under way and ours, whatever happens to them.
+            let bound = Instant::now() + 2 * READ_INDEX_ROUND;
+            let answer = tokio::time::timeout_at(bound, self.node.read_index.next()).await;
+            return answer.ok().flatten().flatten()?.ok();
         }
         let deadline = Instant::now() + READ_INDEX_ROUND;
         // Bounded on this side too: a leader whose packets vanish would hold the call until
