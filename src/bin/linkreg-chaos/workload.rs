@@ -7,6 +7,7 @@
 //! unresolved, and nothing may be sent on it again.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -433,44 +434,60 @@ impl Client {
         record
     }
 
-    /// One linearizable `GetLink` of a link acknowledged to this client, on a random node.
-    async fn read_back(&mut self, link_id: u64) {
+    /// A linearizable `GetLink` of a link acknowledged to this client, on a random node, to run
+    /// beside the client (a writer waiting for it would delay its next write and stretch the
+    /// measured time to the first acknowledged write after a fault). Then the keeper may learn
+    /// of the link: until the read, nobody can have deleted it.
+    fn read_back(&mut self, link_id: u64) -> impl Future<Output = ()> + Send + 'static {
         let n = self.shared.servers.len().max(1);
         let index = self.rng.below(n as u64) as usize;
         let server = self.shared.servers[index].clone();
-        let found = match self.channel(index, &server).await {
-            Err(_) => None,
-            Ok(channel) => {
-                let mut client = LinkRegisterClient::with_interceptor(channel, self.bearer.clone());
-                let mut request = tonic::Request::new(pb::GetLinkRequest {
-                    id: link_id,
-                    consistency: pb::Consistency::Linearizable as i32,
-                });
-                let timeout = self.shared.attempt_timeout;
-                request.set_timeout(timeout);
-                let call = client.get_link(request);
-                match tokio::time::timeout(timeout + Duration::from_millis(500), call).await {
-                    Ok(Ok(reply)) => Some(reply.into_inner().link.map(|l| l.id) == Some(link_id)),
-                    Ok(Err(status)) if reason(&status).as_deref() == Some("LINK_NOT_FOUND") => {
-                        Some(false)
-                    }
-                    Ok(Err(_)) | Err(_) => {
-                        self.channels.remove(&index);
-                        None
+        let cached = self.channels.get(&index).cloned();
+        let (bearer, shared, name) = (self.bearer.clone(), self.shared.clone(), self.name.clone());
+        async move {
+            let channel = match cached {
+                Some(c) => Some(c),
+                None => connect(&server, Duration::from_secs(1)).await.ok(),
+            };
+            let found = match channel {
+                None => None,
+                Some(channel) => {
+                    let mut client = LinkRegisterClient::with_interceptor(channel, bearer);
+                    let mut request = tonic::Request::new(pb::GetLinkRequest {
+                        id: link_id,
+                        consistency: pb::Consistency::Linearizable as i32,
+                    });
+                    let timeout = shared.attempt_timeout;
+                    request.set_timeout(timeout);
+                    let call = client.get_link(request);
+                    match tokio::time::timeout(timeout + Duration::from_millis(500), call).await {
+                        Ok(Ok(reply)) => {
+                            Some(reply.into_inner().link.map(|l| l.id) == Some(link_id))
+                        }
+                        Ok(Err(status)) if reason(&status).as_deref() == Some("LINK_NOT_FOUND") => {
+                            Some(false)
+                        }
+                        Ok(Err(_)) | Err(_) => None,
                     }
                 }
+            };
+            let at_ms = shared.now_ms();
+            {
+                let mut reads = shared.reads.lock().unwrap_or_else(|p| p.into_inner());
+                match found {
+                    Some(true) => reads.found += 1,
+                    Some(false) => reads.stale.push(format!(
+                        "a linearizable read of link {link_id} on {server} at {at_ms} ms, after \
+                         its creation was acknowledged to {name}, did not find it"
+                    )),
+                    None => reads.unanswered += 1,
+                }
             }
-        };
-        let at_ms = self.shared.now_ms();
-        let mut reads = self.shared.reads.lock().unwrap_or_else(|p| p.into_inner());
-        match found {
-            Some(true) => reads.found += 1,
-            Some(false) => reads.stale.push(format!(
-                "a linearizable read of link {link_id} on {server} at {at_ms} ms, after its \
-                 creation was acknowledged to {}, did not find it",
-                self.name
-            )),
-            None => reads.unanswered += 1,
+            shared
+                .deletable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(link_id);
         }
     }
 
@@ -493,6 +510,7 @@ fn date_after_2030(n: u64) -> String {
 /// created and got acknowledged.
 pub async fn writer(mut c: Client, number: usize) {
     let mut own: Vec<u64> = Vec::new();
+    let mut read_backs = tokio::task::JoinSet::new();
     let (mut created, mut updated) = (0u64, 0u64);
     while !c.shared.stopped() {
         c.think(10, 60).await;
@@ -531,14 +549,8 @@ pub async fn writer(mut c: Client, number: usize) {
         match (&record.action, record.outcome) {
             (Action::Create { .. }, Outcome::Acknowledged) => {
                 if let Some(id) = record.link_id {
-                    // Before the keeper may learn of it: nobody can have deleted it yet.
-                    c.read_back(id).await;
                     own.push(id);
-                    c.shared
-                        .deletable
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(id);
+                    read_backs.spawn(c.read_back(id));
                 }
             }
             (Action::Update { link_id, .. }, Outcome::Refused) => {
@@ -548,6 +560,8 @@ pub async fn writer(mut c: Client, number: usize) {
             _ => {}
         }
     }
+    // The run's verdict counts every read-back.
+    while read_backs.join_next().await.is_some() {}
 }
 
 /// The keeper: deletes random acknowledged links.
