@@ -115,9 +115,7 @@ impl Route {
             Err(status) => Attempt::Unknown(status.to_string()),
         }
     }
-}
 
-impl Route {
     /// The leader's read index, its leadership confirmed by a quorum after this call; `None`
     /// when no leader is known or it could not confirm within [`READ_INDEX_ROUND`].
     pub(super) async fn read_index(&self) -> Option<Option<LogId>> {

@@ -231,11 +231,6 @@ impl Client {
         };
         let mut client = LinkRegisterClient::with_interceptor(channel, self.bearer.clone());
         let (client_id, request_id) = (Some(self.client_id.clone()), Some(self.request_id));
-        fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-            let mut r = tonic::Request::new(message);
-            r.set_timeout(timeout);
-            r
-        }
         let call = async {
             match action {
                 Action::Create {
@@ -295,7 +290,7 @@ impl Client {
                     }),
             }
         };
-        match tokio::time::timeout(timeout + Duration::from_millis(500), call).await {
+        match bounded(timeout, call).await {
             Err(_) => {
                 self.channels.remove(&index);
                 Tried::failed(AttemptResult::Maybe, "client-side timeout".into())
@@ -445,32 +440,26 @@ impl Client {
         let cached = self.channels.get(&index).cloned();
         let (bearer, shared, name) = (self.bearer.clone(), self.shared.clone(), self.name.clone());
         async move {
-            let channel = match cached {
-                Some(c) => Some(c),
-                None => connect(&server, Duration::from_secs(1)).await.ok(),
-            };
-            let found = match channel {
-                None => None,
-                Some(channel) => {
-                    let mut client = LinkRegisterClient::with_interceptor(channel, bearer);
-                    let mut request = tonic::Request::new(pb::GetLinkRequest {
-                        id: link_id,
-                        consistency: pb::Consistency::Linearizable as i32,
-                    });
-                    let timeout = shared.attempt_timeout;
-                    request.set_timeout(timeout);
-                    let call = client.get_link(request);
-                    match tokio::time::timeout(timeout + Duration::from_millis(500), call).await {
-                        Ok(Ok(reply)) => {
-                            Some(reply.into_inner().link.map(|l| l.id) == Some(link_id))
-                        }
-                        Ok(Err(status)) if reason(&status).as_deref() == Some("LINK_NOT_FOUND") => {
-                            Some(false)
-                        }
-                        Ok(Err(_)) | Err(_) => None,
+            let found = async {
+                let channel = match cached {
+                    Some(c) => c,
+                    None => connect(&server, Duration::from_secs(1)).await.ok()?,
+                };
+                let mut client = LinkRegisterClient::with_interceptor(channel, bearer);
+                let request = pb::GetLinkRequest {
+                    id: link_id,
+                    consistency: pb::Consistency::Linearizable as i32,
+                };
+                let timeout = shared.attempt_timeout;
+                match bounded(timeout, client.get_link(with_timeout(request, timeout))).await {
+                    Ok(Ok(reply)) => Some(reply.into_inner().link.map(|l| l.id) == Some(link_id)),
+                    Ok(Err(status)) if reason(&status).as_deref() == Some("LINK_NOT_FOUND") => {
+                        Some(false)
                     }
+                    Ok(Err(_)) | Err(_) => None,
                 }
-            };
+            }
+            .await;
             let at_ms = shared.now_ms();
             {
                 let mut reads = shared.reads.lock().unwrap_or_else(|p| p.into_inner());
@@ -494,6 +483,22 @@ impl Client {
     async fn think(&mut self, lo_ms: u64, hi_ms: u64) {
         tokio::time::sleep(Duration::from_millis(self.rng.between(lo_ms, hi_ms))).await;
     }
+}
+
+/// A request carrying `timeout` for the server.
+fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.set_timeout(timeout);
+    r
+}
+
+/// A call bounded on this side too, a little after the server's own `timeout`: a node whose
+/// packets vanish would otherwise hold it until TCP gives up.
+async fn bounded<F: Future>(
+    timeout: Duration,
+    call: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::time::timeout(timeout + Duration::from_millis(500), call).await
 }
 
 /// The `n`th day after 2030-01-01, as the API writes dates.
